@@ -1,0 +1,117 @@
+"""Configuration: one typed settings object, read from the environment once at start-up."""
+
+from __future__ import annotations
+
+import functools
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class ConfigurationError(RuntimeError):
+    """Raised at start-up when an environment variable is missing or invalid."""
+
+
+def _split_list(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every setting of the service. The environment variable is the field name in upper case."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    # Google Cloud
+    google_cloud_project: str = Field(min_length=1, pattern=r"^[a-z][a-z0-9\-:.]{3,62}$")
+    firestore_database: str = Field("(default)", min_length=1)
+    profiles_collection: str = Field("profiles", pattern=r"^[A-Za-z0-9_\-]{1,100}$")
+    agents_collection: str = Field("agents", pattern=r"^[A-Za-z0-9_\-]{1,100}$")
+    dead_letter_collection: str = Field("dead_letters", pattern=r"^[A-Za-z0-9_\-]{1,100}$")
+    bigquery_dataset: str = Field("millis", pattern=r"^[A-Za-z0-9_]{1,1024}$")
+    bigquery_events_table: str = Field("call_events", pattern=r"^[A-Za-z0-9_]{1,1024}$")
+    bigquery_location: str = "US"
+
+    # Authentication (see service/auth.py)
+    webhook_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    webhook_token_header: str = Field("X-Webhook-Token", pattern=r"^[A-Za-z0-9\-]{1,64}$")
+    webhook_signing_secrets: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    webhook_signature_tolerance_seconds: int = Field(300, ge=1, le=3600)
+    allow_unauthenticated: bool = False
+
+    # Prefetch
+    prefetch_deadline_ms: int = Field(500, ge=10, le=10_000)
+    prefetch_response_format: Literal["current", "original"] = "current"
+    prefetch_lookup_key: str = Field("", pattern=r"^[A-Za-z0-9_\-]{0,64}$")
+    default_phone_region: str = Field("US", pattern=r"^[A-Z]{2}$")
+    profile_cache_ttl_seconds: float = Field(30.0, ge=0, le=3600)
+    profile_cache_stale_seconds: float = Field(600.0, ge=0, le=86_400)
+    profile_cache_max_entries: int = Field(20_000, ge=0, le=1_000_000)
+
+    # End of call
+    bigquery_insert_timeout_seconds: float = Field(10.0, gt=0, le=60)
+    bigquery_insert_attempts: int = Field(3, ge=1, le=10)
+    store_agent_config: Literal["redacted", "none"] = "redacted"
+    redact_key_patterns: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [
+            "token",
+            "secret",
+            "key",
+            "password",
+            "passwd",
+            "authorization",
+            "auth",
+            "credential",
+            "cookie",
+            "signature",
+        ]
+    )
+
+    # Request limits
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=32 * 1024 * 1024)
+    max_query_params: int = Field(100, ge=4, le=1000)
+    max_query_value_chars: int = Field(1024, ge=16, le=65_536)
+
+    # Operations
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    trace_exporter: Literal["auto", "gcp", "console", "none"] = "auto"
+    k_service: str = ""  # set by Cloud Run; tells us we are deployed
+
+    @field_validator(
+        "webhook_tokens", "webhook_signing_secrets", "redact_key_patterns", mode="before"
+    )
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return _split_list(value)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @property
+    def on_cloud_run(self) -> bool:
+        return bool(self.k_service)
+
+    @property
+    def events_table_id(self) -> str:
+        return f"{self.google_cloud_project}.{self.bigquery_dataset}.{self.bigquery_events_table}"
+
+
+def load_settings() -> Settings:
+    """Read the environment; raise ConfigurationError naming each bad variable."""
+    try:
+        return Settings()  # type: ignore[call-arg]  # values come from the environment
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            variable = str(error["loc"][0]).upper() if error["loc"] else "?"
+            problems.append(f"{variable}: {error['msg']}")
+        raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,115 @@
+"""BigQuery: streaming insert of call rows, and creation of the tables and views for local runs.
+
+The only module that imports google-cloud-bigquery (imported lazily by the end-of-call path so
+that the prefetch path and cold start do not pay for it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from google.api_core import exceptions as google_exceptions
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import bigquery
+
+from service.schemas import VIEW_ORDER, table_definitions, view_sql
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+log = logging.getLogger(__name__)
+
+# 4xx answers other than these mean the request itself is wrong: retrying cannot help.
+_RETRYABLE_CLIENT_ERRORS = (google_exceptions.TooManyRequests,)
+
+
+class InsertFailed(Exception):
+    """BigQuery did not accept the request (transport error, timeout, 5xx) within the budget."""
+
+
+@dataclass(frozen=True)
+class RowError:
+    index: int
+    message: str
+
+
+def make_client(project: str) -> bigquery.Client:
+    """A client for real BigQuery, or for the emulator named by BIGQUERY_EMULATOR_HOST."""
+    if os.environ.get("BIGQUERY_EMULATOR_HOST"):
+        return bigquery.Client(project=project, credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
+    return bigquery.Client(project=project)
+
+
+class BigQuerySink:
+    """Streams rows into one table with bounded retries inside the caller's time budget."""
+
+    def __init__(
+        self, client: bigquery.Client, table_id: str, timeout_seconds: float, attempts: int
+    ) -> None:
+        self.client = client
+        self.table_id = table_id
+        self.timeout_seconds = timeout_seconds
+        self.attempts = attempts
+
+    def insert(self, rows: Sequence[dict[str, Any]], row_ids: Sequence[str]) -> list[RowError]:
+        """Insert rows; return the rows BigQuery rejected as invalid. Raise InsertFailed otherwise."""
+        deadline = time.monotonic() + self.timeout_seconds
+        last_error = "no attempt made"
+        for attempt in range(self.attempts):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0.05:
+                break
+            try:
+                errors = self.client.insert_rows_json(
+                    self.table_id, list(rows), row_ids=list(row_ids), retry=None, timeout=remaining
+                )
+            except google_exceptions.ClientError as exc:
+                last_error = f"{type(exc).__name__}: {exc.message}"
+                if not isinstance(exc, _RETRYABLE_CLIENT_ERRORS):
+                    raise InsertFailed(last_error) from exc
+            except Exception as exc:  # transport errors come from requests, urllib3, google-auth
+                last_error = f"{type(exc).__name__}: {str(exc)[:300]}"
+            else:
+                return [
+                    RowError(int(entry.get("index", 0)), _first_message(entry))
+                    for entry in errors
+                ]
+            log.warning(
+                "bigquery insert failed",
+                extra={"attempt": attempt + 1, "error": last_error[:300]},
+            )
+            time.sleep(min(0.2 * 2**attempt, max(0.0, deadline - time.monotonic())))
+        raise InsertFailed(last_error)
+
+
+def _first_message(entry: dict[str, Any]) -> str:
+    errors = entry.get("errors") or [{}]
+    first = errors[0]
+    return f"{first.get('reason', 'invalid')}: {first.get('message', '')}"[:1000]
+
+
+def create_tables_and_views(client: bigquery.Client, dataset: str, location: str = "US") -> None:
+    """Create the dataset, tables and views from service/schemas (local runs; Terraform in GCP)."""
+    project = client.project
+    client.create_dataset(bigquery.Dataset(f"{project}.{dataset}"), exists_ok=True)
+    for name, definition in table_definitions().items():
+        table = bigquery.Table(
+            f"{project}.{dataset}.{name}",
+            schema=[bigquery.SchemaField.from_api_repr(field) for field in definition["schema"]],
+        )
+        table.description = definition["description"]
+        partitioning = definition.get("time_partitioning")
+        if partitioning:
+            table.time_partitioning = bigquery.TimePartitioning(
+                type_=partitioning["type"], field=partitioning["field"]
+            )
+        table.clustering_fields = definition.get("clustering")
+        client.create_table(table, exists_ok=True)
+    for name in VIEW_ORDER:
+        view = bigquery.Table(f"{project}.{dataset}.{name}")
+        view.view_query = view_sql(name, project, dataset)
+        client.create_table(view, exists_ok=True)
