@@ -56,7 +56,7 @@ class BigQuerySink:
         self.attempts = attempts
 
     def insert(self, rows: Sequence[dict[str, Any]], row_ids: Sequence[str]) -> list[RowError]:
-        """Insert rows; return the rows BigQuery rejected as invalid. Raise InsertFailed otherwise."""
+        """Insert rows; return the rows BigQuery rejected as invalid, or raise InsertFailed."""
         deadline = time.monotonic() + self.timeout_seconds
         last_error = "no attempt made"
         for attempt in range(self.attempts):
@@ -65,7 +65,11 @@ class BigQuerySink:
                 break
             try:
                 errors = self.client.insert_rows_json(
-                    self.table_id, list(rows), row_ids=list(row_ids), retry=None, timeout=remaining
+                    self.table_id,
+                    list(rows),
+                    row_ids=list(row_ids),
+                    retry=None,  # type: ignore[arg-type]  # our loop retries
+                    timeout=remaining,
                 )
             except google_exceptions.ClientError as exc:
                 last_error = f"{type(exc).__name__}: {exc.message}"
@@ -75,8 +79,7 @@ class BigQuerySink:
                 last_error = f"{type(exc).__name__}: {str(exc)[:300]}"
             else:
                 return [
-                    RowError(int(entry.get("index", 0)), _first_message(entry))
-                    for entry in errors
+                    RowError(int(entry.get("index", 0)), _first_message(entry)) for entry in errors
                 ]
             log.warning(
                 "bigquery insert failed",

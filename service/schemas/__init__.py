@@ -16,7 +16,13 @@ SCHEMA_DIR = Path(__file__).parent
 VIEWS_DIR = SCHEMA_DIR / "views"
 
 # Views depend on each other: create them in this order.
-VIEW_ORDER = ("calls", "call_costs", "cost_daily_by_agent", "cost_monthly_by_agent", "cost_by_provider")
+VIEW_ORDER = (
+    "calls",
+    "call_costs",
+    "cost_daily_by_agent",
+    "cost_monthly_by_agent",
+    "cost_by_provider",
+)
 
 
 def table_definitions() -> dict[str, dict[str, Any]]:

@@ -1,0 +1,109 @@
+"""Dead letters: call rows BigQuery did not take, kept durably in Firestore until replayed.
+
+Each dead letter is a document `{collection}/{id}` holding the row as zlib-compressed JSON. A row
+whose compressed form does not fit in one document (Firestore's limit is 1 MiB) is split into
+`chunks/{n}` sub-documents, written before the parent: a parent document that exists is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from google.cloud import firestore
+
+# Below Firestore's 1,048,487-byte limit for a bytes field, leaving room for the other fields.
+CHUNK_BYTES = 900_000
+ENCODING = "zlib+json"
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    id: str
+    session_id: str
+    reason: str
+    error: str
+    created_at: datetime | None
+    row: dict[str, Any]
+
+
+def dead_letter_id(row: dict[str, Any]) -> str:
+    """Same row, same id: storing a row twice keeps one dead letter."""
+    canonical = json.dumps(row, sort_keys=True, ensure_ascii=False).encode()
+    return hashlib.sha256(canonical).hexdigest()[:40]
+
+
+class DeadLetterStore:
+    def __init__(
+        self, client: firestore.Client, collection: str, timeout_seconds: float = 10.0
+    ) -> None:
+        self.client = client
+        self.collection = client.collection(collection)
+        self.timeout_seconds = timeout_seconds
+
+    def store(self, row: dict[str, Any], *, reason: str, error: str) -> str:
+        document_id = dead_letter_id(row)
+        compressed = zlib.compress(json.dumps(row, ensure_ascii=False).encode(), 6)
+        chunks = [compressed[i : i + CHUNK_BYTES] for i in range(0, len(compressed), CHUNK_BYTES)]
+        parent = self.collection.document(document_id)
+        fields: dict[str, Any] = {
+            "session_id": str(row.get("session_id", ""))[:1500],
+            "reason": reason,
+            "error": error[:2000],
+            "encoding": ENCODING,
+            "size_bytes": len(compressed),
+            "created_at": firestore.SERVER_TIMESTAMP,
+        }
+        if len(chunks) == 1:
+            fields["payload"] = compressed
+        else:
+            fields["chunk_count"] = len(chunks)
+            for number, chunk in enumerate(chunks):
+                parent.collection("chunks").document(str(number)).set(
+                    {"data": chunk}, timeout=self.timeout_seconds
+                )
+        parent.set(fields, timeout=self.timeout_seconds)
+        return document_id
+
+    def list(self, limit: int | None = None) -> Iterator[DeadLetter]:
+        query = self.collection.order_by("created_at")
+        if limit:
+            query = query.limit(limit)
+        for snapshot in query.stream(timeout=60):
+            data = snapshot.to_dict() or {}
+            if "payload" in data:
+                compressed = bytes(data["payload"])
+            else:
+                chunks = parent_chunks(snapshot.reference, int(data.get("chunk_count", 0)))
+                compressed = b"".join(chunks)
+            yield DeadLetter(
+                id=snapshot.id,
+                session_id=data.get("session_id", ""),
+                reason=data.get("reason", ""),
+                error=data.get("error", ""),
+                created_at=data.get("created_at"),
+                row=json.loads(zlib.decompress(compressed)),
+            )
+
+    def delete(self, document_id: str) -> None:
+        parent = self.collection.document(document_id)
+        for chunk in parent.collection("chunks").list_documents():
+            chunk.delete()
+        parent.delete()
+
+    def count(self) -> int:
+        result = self.collection.count().get()  # type: ignore[no-untyped-call]
+        return int(result[0][0].value)
+
+
+def parent_chunks(parent: firestore.DocumentReference, count: int) -> list[bytes]:
+    chunks = []
+    for number in range(count):
+        snapshot = parent.collection("chunks").document(str(number)).get()
+        chunks.append(bytes((snapshot.to_dict() or {})["data"]))
+    return chunks

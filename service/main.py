@@ -1,0 +1,328 @@
+"""HTTP entry point (functions-framework target `app`): routing, request limits, authentication
+and JSON errors. The webhook logic lives in service.prefetch and service.end_of_call."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import flask
+import functions_framework
+
+from service.auth import TOKEN_PARAMETER, Authenticator
+from service.config import Settings, get_settings
+from service.prefetch import CALL_PARAMETERS, PrefetchRequest, PrefetchService
+from service.profiles import DocumentCache, ProfileStore
+from service.profiles import make_client as make_firestore_client
+from service.telemetry import configure_logging, configure_tracing, request_span
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
+    from service.dead_letters import DeadLetterStore
+    from service.redaction import Redactor
+    from service.sink import BigQuerySink
+
+log = logging.getLogger("service")
+
+OPENAPI_PATH = Path(__file__).parent / "openapi.json"
+JSON_CONTENT_TYPES = ("application/json", "application/cloudevents+json")
+MAX_QUERY_KEY_CHARS = 128
+MAX_QUERY_STRING_CHARS = 64 * 1024
+
+
+class HttpError(Exception):
+    def __init__(
+        self, status: int, error: str, message: str, headers: dict[str, str] | None = None
+    ):
+        super().__init__(message)
+        self.status, self.error, self.message, self.headers = status, error, message, headers or {}
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> flask.Response:
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    response = flask.Response(text, status=status, mimetype="application/json", headers=headers)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+class WebhookHandler:
+    """Both webhooks for one instance. Clients are created once and injected (tests pass fakes)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        firestore_client: Any,
+        *,
+        bigquery_client: Any = None,
+        profile_store: ProfileStore | None = None,
+    ) -> None:
+        self.settings = settings
+        self.firestore_client = firestore_client
+        self.bigquery_client = bigquery_client
+        self.auth = Authenticator(settings)
+        self.store = profile_store or ProfileStore(
+            firestore_client,
+            profiles_collection=settings.profiles_collection,
+            agents_collection=settings.agents_collection,
+            cache=DocumentCache(
+                settings.profile_cache_ttl_seconds,
+                settings.profile_cache_stale_seconds,
+                settings.profile_cache_max_entries,
+            ),
+        )
+        self.prefetch = PrefetchService(
+            self.store,
+            deadline_seconds=settings.prefetch_deadline_ms / 1000,
+            default_format=settings.prefetch_response_format,
+            default_region=settings.default_phone_region,
+            default_lookup_key=settings.prefetch_lookup_key,
+        )
+        self._end_of_call: tuple[BigQuerySink, DeadLetterStore, Redactor] | None = None
+        self._end_of_call_lock = threading.Lock()
+        self.routes: dict[str, dict[str, Callable[[flask.Request, Span], flask.Response]]] = {
+            "/prefetch": {"GET": self.handle_prefetch},
+            "/end-of-call": {"POST": self.handle_end_of_call},
+            "/healthz": {"GET": self.handle_health},
+            "/openapi.json": {"GET": self.handle_openapi},
+        }
+        if self.auth.open and self.auth.fail_closed:
+            log.error(
+                "no WEBHOOK_TOKENS configured on Cloud Run: webhooks answer 503 until one is set "
+                "(or ALLOW_UNAUTHENTICATED=true)"
+            )
+
+    # -- routing -------------------------------------------------------------------------------
+
+    def __call__(self, request: flask.Request) -> flask.Response:
+        started = time.perf_counter()
+        path = request.path.rstrip("/") or "/"
+        with request_span(f"{request.method} {path}", lowercase_headers(request)) as span:
+            try:
+                methods = self.routes.get(path)
+                if methods is None:
+                    raise HttpError(404, "not_found", f"no webhook at {path[:100]}")
+                method = "GET" if request.method == "HEAD" else request.method
+                if method not in methods:
+                    allowed = ", ".join(methods)
+                    raise HttpError(
+                        405, "method_not_allowed", f"use {allowed} for {path}", {"Allow": allowed}
+                    )
+                response = methods[method](request, span)
+            except HttpError as exc:
+                response = json_response(
+                    exc.status, {"error": exc.error, "message": exc.message}, exc.headers
+                )
+                span.set_attribute("outcome", exc.error)
+            except Exception as exc:
+                log.error("unhandled error", extra={"path": path, "error_type": type(exc).__name__})
+                span.set_attribute("outcome", "internal_error")
+                response = json_response(500, {"error": "internal", "message": "internal error"})
+            span.set_attribute("http.status_code", response.status_code)
+            if path != "/healthz":
+                log.info(
+                    "request",
+                    extra={
+                        "httpRequest": {
+                            "requestMethod": request.method,
+                            "status": response.status_code,
+                            "latency": f"{time.perf_counter() - started:.6f}s",
+                        },
+                        "path": path[:100],
+                    },
+                )
+            return response
+
+    # -- prefetch ------------------------------------------------------------------------------
+
+    def handle_prefetch(self, request: flask.Request, span: Span) -> flask.Response:
+        self._check_query_limits(request)
+        self._authenticate(request, lambda: b"")
+        parameters = {key: value for key, value in request.args.items() if key != TOKEN_PARAMETER}
+        missing = [name for name in ("agent_id", "session_id") if not parameters.get(name)]
+        if missing:
+            raise HttpError(400, "missing_parameter", f"required: {', '.join(missing)}")
+        agent_id = parameters["agent_id"]
+        span.set_attribute("agent_id", agent_id)
+        prefetch_request = PrefetchRequest(
+            agent_id=agent_id,
+            session_id=parameters["session_id"],
+            from_number=parameters.get("from"),
+            to_number=parameters.get("to"),
+            metadata={k: v for k, v in parameters.items() if k not in CALL_PARAMETERS},
+        )
+        try:
+            with span_child("firestore.read"):
+                answer = self.prefetch.answer(prefetch_request)
+        except Exception as exc:  # the caller is waiting: answer empty rather than stop the call
+            log.error("prefetch failed; answered {}", extra={"error_type": type(exc).__name__})
+            span.set_attribute("outcome", "error_empty_answer")
+            return json_response(200, {})
+        span.set_attribute("profile_found", answer.profile_found)
+        span.set_attribute("cache_hits", answer.cache_hits)
+        span.set_attribute("outcome", "degraded" if answer.degraded else "answered")
+        return json_response(200, answer.body)
+
+    def _check_query_limits(self, request: flask.Request) -> None:
+        if len(request.query_string) > MAX_QUERY_STRING_CHARS:
+            raise HttpError(414, "query_too_large", "the query string is too long")
+        items = list(request.args.items(multi=True))
+        if len(items) > self.settings.max_query_params:
+            raise HttpError(
+                400, "too_many_parameters", f"at most {self.settings.max_query_params} parameters"
+            )
+        for key, value in items:
+            if len(key) > MAX_QUERY_KEY_CHARS or len(value) > self.settings.max_query_value_chars:
+                raise HttpError(
+                    400,
+                    "parameter_too_long",
+                    f"parameter names are limited to {MAX_QUERY_KEY_CHARS} characters and values "
+                    f"to {self.settings.max_query_value_chars}",
+                )
+
+    # -- end of call ---------------------------------------------------------------------------
+
+    def handle_end_of_call(self, request: flask.Request, span: Span) -> flask.Response:
+        from service.end_of_call import (
+            InvalidPayload,
+            StoresUnavailable,
+            insert_or_dead_letter,
+            normalise_call,
+            parse_payload,
+        )
+
+        limit = self.settings.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise HttpError(413, "body_too_large", f"the body is limited to {limit} bytes")
+        mimetype = request.mimetype
+        if mimetype not in JSON_CONTENT_TYPES and not mimetype.endswith("+json"):
+            raise HttpError(415, "unsupported_media_type", "send the payload as application/json")
+        body = self._read_body(request, limit)
+        self._authenticate(request, lambda: body)
+
+        try:
+            raw = json.loads(body, parse_constant=_reject_constant)
+        except (ValueError, RecursionError):
+            raise HttpError(400, "invalid_json", "the body is not valid JSON") from None
+        try:
+            payload = parse_payload(raw)
+        except InvalidPayload as exc:
+            response = json_response(
+                400, {"error": "invalid_payload", "message": str(exc), "details": exc.details}
+            )
+            span.set_attribute("outcome", "invalid_payload")
+            return response
+        span.set_attribute("agent_id", payload.agent_id or "")
+        sink, dead_letters, redactor = self._end_of_call_dependencies()
+        row = normalise_call(
+            raw,
+            payload,
+            received_at=datetime.now(UTC),
+            source="webhook",
+            redactor=redactor,
+            store_agent_config=self.settings.store_agent_config == "redacted",
+        )
+        try:
+            with span_child("bigquery.insert"):
+                outcome = insert_or_dead_letter(row, sink, dead_letters)
+        except StoresUnavailable:
+            span.set_attribute("outcome", "storage_unavailable")
+            raise HttpError(
+                503, "storage_unavailable", "the call could not be stored; retry later"
+            ) from None
+        span.set_attribute("outcome", outcome.status)
+        log.info(
+            "end-of-call stored",
+            extra={
+                "session_id": outcome.session_id,
+                "status": outcome.status,
+                "reason": outcome.reason,
+            },
+        )
+        return json_response(200, {"status": outcome.status, "session_id": outcome.session_id})
+
+    def _read_body(self, request: flask.Request, limit: int) -> bytes:
+        body = request.stream.read(limit + 1)
+        if len(body) > limit:
+            raise HttpError(413, "body_too_large", f"the body is limited to {limit} bytes")
+        return body
+
+    def _end_of_call_dependencies(self) -> tuple[BigQuerySink, DeadLetterStore, Redactor]:
+        # BigQuery is imported on first use: the prefetch path and cold start do not pay for it.
+        with self._end_of_call_lock:
+            if self._end_of_call is None:
+                from service.dead_letters import DeadLetterStore
+                from service.redaction import Redactor
+                from service.sink import BigQuerySink, make_client
+
+                settings = self.settings
+                client = self.bigquery_client or make_client(settings.google_cloud_project)
+                self._end_of_call = (
+                    BigQuerySink(
+                        client,
+                        settings.events_table_id,
+                        settings.bigquery_insert_timeout_seconds,
+                        settings.bigquery_insert_attempts,
+                    ),
+                    DeadLetterStore(self.firestore_client, settings.dead_letter_collection),
+                    Redactor(settings.redact_key_patterns),
+                )
+            return self._end_of_call
+
+    # -- small routes --------------------------------------------------------------------------
+
+    def handle_health(self, request: flask.Request, span: Span) -> flask.Response:
+        return json_response(200, {"status": "ok"})
+
+    def handle_openapi(self, request: flask.Request, span: Span) -> flask.Response:
+        return flask.Response(OPENAPI_PATH.read_bytes(), status=200, mimetype="application/json")
+
+    def _authenticate(self, request: flask.Request, body: Callable[[], bytes]) -> None:
+        signed = bool(request.headers.get("webhook-signature"))
+        failure = self.auth.check(
+            request.method,
+            lowercase_headers(request),
+            request.args.get(TOKEN_PARAMETER),
+            body() if signed else b"",
+        )
+        if failure is not None:
+            if failure.status >= 500:
+                log.error("webhook refused: " + failure.message, extra={"error": failure.error})
+            headers = {"WWW-Authenticate": "Bearer"} if failure.status == 401 else None
+            raise HttpError(failure.status, failure.error, failure.message, headers)
+
+
+def lowercase_headers(request: flask.Request) -> dict[str, str]:
+    return {name.lower(): value for name, value in request.headers.items()}
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def span_child(name: str) -> Any:
+    from service.telemetry import tracer
+
+    return tracer.start_as_current_span(name)
+
+
+def build_handler(settings: Settings) -> WebhookHandler:
+    client = make_firestore_client(settings.google_cloud_project, settings.firestore_database)
+    return WebhookHandler(settings, client)
+
+
+_settings = get_settings()  # invalid configuration stops the start-up here, naming the variable
+configure_logging(_settings)
+configure_tracing(_settings)
+handler = build_handler(_settings)
+
+
+@functions_framework.http
+def app(request: flask.Request) -> flask.Response:
+    return handler(request)

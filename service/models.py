@@ -1,0 +1,205 @@
+"""Pydantic models of the Millis payloads, in both the original and the current format.
+
+Parsing is tolerant where Millis varies (chat as a list or as JSON text, ts as an ISO string or as
+epoch seconds, any field null or absent, unknown fields kept) and strict where a wrong type means
+the request is not a Millis payload at all.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+PayloadFormat = Literal["original", "current"]
+
+# Fields that exist only in the current format; their presence marks a current payload.
+CURRENT_ONLY_FIELDS = frozenset(
+    {"call_id", "call_status", "function_calls", "recording", "error_message"}
+)
+
+
+class _Tolerant(BaseModel):
+    """Unknown fields are kept (Millis adds fields), never rejected."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class ChatMessage(_Tolerant):
+    role: str | None = Field(None, description="user, assistant, tool, system, ...")
+    content: str | None = Field(None, description="Message text.")
+    tool_call_id: str | None = None
+    name: str | None = Field(None, description="Tool name, on tool messages.")
+    tool_calls: list[Any] | None = Field(None, description="Tool calls of an assistant message.")
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _content_as_text(cls, value: Any) -> Any:
+        # Some messages carry structured content (a list of parts); keep it, as JSON text.
+        if value is None or isinstance(value, str):
+            return value
+        return json.dumps(value, ensure_ascii=False)
+
+    @field_validator("tool_call_id", "name", mode="before")
+    @classmethod
+    def _id_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int | float) else value
+
+
+class CostItem(_Tolerant):
+    type: str | None = Field(None, description="millis, tts, stt, llm, ...")
+    provider: str | None = None
+    credit: float | None = Field(None, allow_inf_nan=False, description="Credit spent.")
+
+
+class Voip(_Tolerant):
+    from_number: str | None = Field(None, alias="from")
+    to_number: str | None = Field(None, alias="to")
+    provider: str | None = None
+
+
+class Recording(_Tolerant):
+    recording_url: str | None = None
+
+
+class FunctionCall(_Tolerant):
+    name: str | None = None
+    params: Any = None
+
+
+class EndOfCallPayload(_Tolerant):
+    """The end-of-call webhook body. Only `session_id` is required."""
+
+    session_id: str = Field(min_length=1, max_length=512, description="Millis session id.")
+    call_id: str | None = Field(None, max_length=512)
+    agent_id: str | None = Field(None, max_length=512)
+    chat: list[ChatMessage] | None = Field(
+        None, description="Transcript: a list of messages, or (current format) JSON text of it."
+    )
+    ts: datetime | None = Field(
+        None, description="Call start: ISO-8601 string (original) or epoch seconds (current)."
+    )
+    duration: float | None = Field(None, ge=0, allow_inf_nan=False, description="Seconds.")
+    chars_used: int | None = Field(None, ge=0)
+    agent_config: dict[str, Any] | None = None
+    cost_breakdown: list[CostItem] | None = None
+    voip: Voip | None = None
+    metadata: dict[str, Any] | None = None
+    function_calls: list[FunctionCall] | None = None
+    recording: Recording | None = None
+    call_status: str | None = Field(None, max_length=256)
+    error_message: str | None = None
+
+    @field_validator("session_id", "call_id", "agent_id", mode="before")
+    @classmethod
+    def _ids_as_text(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            return value  # let validation reject it
+        return str(value) if isinstance(value, int) else value
+
+    @field_validator("session_id")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+    @field_validator("chat", mode="before")
+    @classmethod
+    def _chat_from_json_text(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if not value.strip():
+                return []
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise ValueError("chat is text but not valid JSON") from None
+            if value is None:
+                return None
+        return value
+
+    @field_validator("ts", mode="before")
+    @classmethod
+    def _ts_from_epoch_seconds(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("ts must be an ISO-8601 string or epoch seconds")
+        if isinstance(value, int | float):
+            if not math.isfinite(value) or not 0 <= value < 253_402_300_800:  # year 10000
+                raise ValueError("ts epoch seconds out of range")
+            return datetime.fromtimestamp(value, UTC)
+        return value
+
+    @field_validator("ts")
+    @classmethod
+    def _ts_in_utc(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)  # Millis sends UTC; a naive time is UTC
+        return value
+
+    @field_validator("chars_used", mode="before")
+    @classmethod
+    def _whole_chars(cls, value: Any) -> Any:
+        if isinstance(value, float) and math.isfinite(value):
+            return round(value)
+        return value
+
+    @field_validator("metadata", "agent_config", mode="before")
+    @classmethod
+    def _object_from_json_text(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip() else None
+            except ValueError:
+                raise ValueError("expected an object or JSON text of one") from None
+        return value
+
+    @field_validator("error_message", mode="before")
+    @classmethod
+    def _error_as_text(cls, value: Any) -> Any:
+        if value is None or isinstance(value, str):
+            return value
+        return json.dumps(value, ensure_ascii=False)
+
+
+def detect_format(raw: dict[str, Any]) -> PayloadFormat:
+    """Which Millis payload format a raw body is in (stored with each row)."""
+    if isinstance(raw.get("chat"), str) or isinstance(raw.get("ts"), int | float):
+        return "current"
+    if CURRENT_ONLY_FIELDS & raw.keys():
+        return "current"
+    return "original"
+
+
+class PrefetchQuery(BaseModel):
+    """The prefetch webhook's query parameters; every other parameter is call metadata."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    agent_id: str = Field(min_length=1, max_length=256, description="Millis agent id.")
+    session_id: str = Field(min_length=1, max_length=256, description="Millis session id.")
+    from_number: str | None = Field(
+        None, alias="from", max_length=64, description="Phone number (phone calls only)."
+    )
+    to_number: str | None = Field(
+        None, alias="to", max_length=64, description="Phone number (phone calls only)."
+    )
+
+
+class PrefetchResponseCurrent(BaseModel):
+    """Response shape of the current Millis format."""
+
+    metadata: dict[str, Any] | None = Field(None, description="Merged into the session's metadata.")
+    extra_prompt: str | None = Field(None, description="Appended to the agent's system prompt.")
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="Stable error code, e.g. invalid_json, unauthenticated.")
+    message: str = Field(description="Human-readable explanation.")
+
+
+class EndOfCallAccepted(BaseModel):
+    status: Literal["inserted", "dead_lettered"]
+    session_id: str

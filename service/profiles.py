@@ -1,0 +1,171 @@
+"""Firestore access for caller profiles and agent defaults: one batched read, a deadline, a cache.
+
+The only module that reads `profiles` and `agents`. Documents are converted to plain JSON-safe
+values as they are read, so the cache and everything downstream hold plain data.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Literal
+
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import firestore
+
+Kind = Literal["profile", "agent"]
+DocumentKey = tuple[Kind, str]
+Document = dict[str, Any] | None  # None: the document does not exist
+
+_DROP = object()
+
+
+def make_client(project: str, database: str) -> firestore.Client:
+    """A client for real Firestore, or for the emulator named by FIRESTORE_EMULATOR_HOST."""
+    if os.environ.get("FIRESTORE_EMULATOR_HOST"):
+        return firestore.Client(
+            project=project,
+            database=database,
+            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        )
+    return firestore.Client(project=project, database=database)
+
+
+def to_plain(value: Any) -> Any:
+    """Firestore value -> JSON-safe value; references, bytes and non-finite numbers are dropped."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else _DROP
+    if isinstance(value, datetime | date):  # includes Firestore's DatetimeWithNanoseconds
+        return value.isoformat()
+    if isinstance(value, dict):
+        plain = {str(key): to_plain(item) for key, item in value.items()}
+        return {key: item for key, item in plain.items() if item is not _DROP}
+    if isinstance(value, list | tuple):
+        return [item for item in (to_plain(entry) for entry in value) if item is not _DROP]
+    if hasattr(value, "latitude") and hasattr(value, "longitude"):  # GeoPoint
+        return {"latitude": value.latitude, "longitude": value.longitude}
+    if hasattr(value, "to_map_value"):  # Vector
+        return [float(item) for item in value]
+    return _DROP  # DocumentReference, bytes and anything else without a JSON meaning
+
+
+class DocumentCache:
+    """LRU cache of documents: fresh entries skip Firestore, stale ones answer when it fails."""
+
+    def __init__(self, fresh_seconds: float, stale_seconds: float, max_entries: int) -> None:
+        self.fresh_seconds = fresh_seconds
+        self.stale_seconds = max(stale_seconds, fresh_seconds)
+        self.max_entries = max_entries
+        self._entries: OrderedDict[DocumentKey, tuple[float, Document]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: DocumentKey, max_age: float) -> tuple[bool, Document]:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or time.monotonic() - entry[0] > max_age:
+                return False, None
+            self._entries.move_to_end(key)
+            return True, entry[1]
+
+    def put(self, key: DocumentKey, document: Document) -> None:
+        if self.max_entries <= 0:
+            return
+        with self._lock:
+            self._entries[key] = (time.monotonic(), document)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+@dataclass
+class ReadResult:
+    documents: dict[DocumentKey, Document] = field(default_factory=dict)
+    unavailable: set[DocumentKey] = field(default_factory=set)  # neither Firestore nor cache had it
+    from_cache: int = 0
+    failure: str = ""  # "timeout" or the exception type when Firestore did not answer
+
+
+class ProfileStore:
+    def __init__(
+        self,
+        client: Any,
+        *,
+        profiles_collection: str,
+        agents_collection: str,
+        cache: DocumentCache,
+        max_concurrent_reads: int = 32,
+    ) -> None:
+        self.client = client
+        self.collections: dict[Kind, str] = {
+            "profile": profiles_collection,
+            "agent": agents_collection,
+        }
+        self.cache = cache
+        # Reads run on this pool so that a hung call cannot hold the request past its deadline.
+        self._pool = ThreadPoolExecutor(max_concurrent_reads, thread_name_prefix="firestore-read")
+
+    def read(self, keys: Iterable[DocumentKey], timeout: float) -> ReadResult:
+        """Read documents in one round trip; answer within `timeout` seconds whatever happens."""
+        result = ReadResult()
+        missing: list[DocumentKey] = []
+        for key in dict.fromkeys(keys):
+            hit, document = self.cache.get(key, self.cache.fresh_seconds)
+            if hit:
+                result.documents[key] = document
+                result.from_cache += 1
+            else:
+                missing.append(key)
+        if not missing:
+            return result
+        try:
+            fetched = self._pool.submit(self._get_all, missing, timeout).result(timeout)
+        except FutureTimeout:
+            result.failure = "timeout"
+        except Exception as exc:  # any Firestore failure degrades to the cache, never to a 5xx
+            result.failure = type(exc).__name__
+        else:
+            for key in missing:
+                document = fetched.get(key)
+                self.cache.put(key, document)
+                result.documents[key] = document
+            return result
+        for key in missing:
+            hit, document = self.cache.get(key, self.cache.stale_seconds)
+            if hit:
+                result.documents[key] = document
+                result.from_cache += 1
+            else:
+                result.unavailable.add(key)
+        return result
+
+    def _get_all(self, keys: list[DocumentKey], timeout: float) -> dict[DocumentKey, Document]:
+        references = {}
+        for kind, document_id in keys:
+            reference = self.client.collection(self.collections[kind]).document(document_id)
+            references[(self.collections[kind], document_id)] = (kind, reference)
+        found: dict[DocumentKey, Document] = {}
+        snapshots = self.client.get_all(
+            [reference for _, reference in references.values()], retry=None, timeout=timeout
+        )
+        for snapshot in snapshots:
+            collection = snapshot.reference.parent.id
+            kind = references[(collection, snapshot.id)][0]
+            found[(kind, snapshot.id)] = to_plain(snapshot.to_dict()) if snapshot.exists else None
+        return found
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

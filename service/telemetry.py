@@ -1,0 +1,124 @@
+"""Logging in the Cloud Logging JSON format, and OpenTelemetry tracing (Cloud Trace on Cloud Run).
+
+Logs are one JSON object per line on stdout: `severity`, `message`, our structured fields, and
+`logging.googleapis.com/trace` / `spanId` when the request carries a trace, so Cloud Logging links
+each line to its trace. Stack traces and exception messages are never logged: they can carry
+payload data; only the exception type is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.propagators.cloud_trace_propagator import CloudTraceFormatPropagator
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from service.config import Settings
+
+# Attributes every LogRecord has; anything else passed through `extra=` is a structured field.
+_RECORD_ATTRIBUTES = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+# W3C traceparent wins over Cloud Run's X-Cloud-Trace-Context when both are present.
+_PROPAGATOR = CompositePropagator([CloudTraceFormatPropagator(), TraceContextTextMapPropagator()])
+
+tracer = trace.get_tracer("millis-webhooks")
+
+
+class CloudLoggingFormatter(logging.Formatter):
+    def __init__(self, project: str) -> None:
+        super().__init__()
+        self.project = project
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "severity": record.levelname,
+            "message": record.getMessage(),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "logger": record.name,
+        }
+        for key, value in record.__dict__.items():
+            if key not in _RECORD_ATTRIBUTES and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info and record.exc_info[0] is not None:
+            entry["error_type"] = record.exc_info[0].__name__
+        span_context = trace.get_current_span().get_span_context()
+        if span_context.is_valid:
+            entry["logging.googleapis.com/trace"] = (
+                f"projects/{self.project}/traces/{span_context.trace_id:032x}"
+            )
+            entry["logging.googleapis.com/spanId"] = f"{span_context.span_id:016x}"
+            entry["logging.googleapis.com/trace_sampled"] = span_context.trace_flags.sampled
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def configure_logging(settings: Settings) -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(CloudLoggingFormatter(settings.google_cloud_project))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level)
+    # Client libraries log request details at DEBUG/INFO; keep them quiet.
+    for noisy in ("google", "urllib3", "grpc", "werkzeug"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def configure_tracing(settings: Settings) -> None:
+    """Export spans to Cloud Trace on Cloud Run, to stdout for `console`, nowhere otherwise."""
+    exporter_name = settings.trace_exporter
+    if exporter_name == "auto":
+        exporter_name = "gcp" if settings.on_cloud_run else "none"
+    resource = Resource.create(
+        {"service.name": settings.k_service or "millis-webhooks", "cloud.provider": "gcp"}
+    )
+    provider = TracerProvider(resource=resource)
+    try:
+        if exporter_name == "gcp":
+            # Imported here: cold start need not pay for the Cloud Trace client.
+            from opentelemetry.exporter.cloud_trace import CloudTraceSpanExporter
+            from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+            provider.add_span_processor(
+                BatchSpanProcessor(
+                    CloudTraceSpanExporter(project_id=settings.google_cloud_project)  # type: ignore[no-untyped-call]
+                )
+            )
+        elif exporter_name == "console":
+            from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+
+            provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+    except Exception as exc:  # no credentials locally: trace nothing rather than fail
+        logging.getLogger(__name__).warning(
+            "trace exporter unavailable; spans are not exported",
+            extra={"exporter": exporter_name, "error_type": type(exc).__name__},
+        )
+    trace.set_tracer_provider(provider)
+
+
+@contextmanager
+def request_span(name: str, headers: Mapping[str, str]) -> Iterator[trace.Span]:
+    """A server span for one request, continuing the caller's trace when it sent one."""
+    parent = _PROPAGATOR.extract(carrier=headers)
+    token = otel_context.attach(parent)
+    try:
+        with tracer.start_as_current_span(name, kind=trace.SpanKind.SERVER) as span:
+            yield span
+    finally:
+        otel_context.detach(token)
+
+
+def shutdown_tracing() -> None:
+    provider = trace.get_tracer_provider()
+    shutdown = getattr(provider, "shutdown", None)
+    if callable(shutdown):
+        shutdown()
