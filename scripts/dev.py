@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 import demo_data  # noqa: E402
 from emulators import running_emulators  # noqa: E402
 
-DEV_TOKEN = "dev-token"  # noqa: S105 - local development only
+DEV_TOKEN = "dev-token"
 
 
 def wait_until_serving(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> float:
@@ -29,7 +29,7 @@ def wait_until_serving(url: str, process: subprocess.Popen[bytes], timeout: floa
         if process.poll() is not None:
             raise SystemExit(f"the service exited with code {process.returncode}")
         try:
-            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - loopback only
+            with urllib.request.urlopen(url, timeout=1):
                 return time.monotonic() - started
         except OSError:
             time.sleep(0.1)
@@ -60,8 +60,12 @@ def main() -> None:
             "PYTHONPATH": str(ROOT),
         }
         service = subprocess.Popen(
-            [str(ROOT / ".venv/bin/functions-framework"), "--target=app",
-             "--source=service/main.py", f"--port={args.port}"],
+            [
+                str(ROOT / ".venv/bin/functions-framework"),
+                "--target=app",
+                "--source=service/main.py",
+                f"--port={args.port}",
+            ],
             cwd=ROOT,
             env=env,
         )

@@ -64,7 +64,7 @@ def _wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float) -
         if process.poll() is not None:
             raise RuntimeError(f"emulator exited with code {process.returncode}")
         try:
-            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - loopback only
+            with urllib.request.urlopen(url, timeout=1):
                 return
         except urllib.error.HTTPError:
             return  # it answered: it is up
@@ -77,7 +77,11 @@ def _spawn(name: str, command: list[str], log_dir: Path) -> tuple[subprocess.Pop
     log_path = log_dir / f"{name}.log"
     log = log_path.open("wb")
     process = subprocess.Popen(
-        command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        command,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
     return process, log_path
 
@@ -85,14 +89,18 @@ def _spawn(name: str, command: list[str], log_dir: Path) -> tuple[subprocess.Pop
 def start_firestore(log_dir: Path, port: int | None = None, timeout: float = 60) -> Emulator:
     gcloud = shutil.which("gcloud")
     if gcloud is None:
-        raise RuntimeError("gcloud not found: install the Google Cloud CLI with the Firestore emulator")
+        raise RuntimeError(
+            "gcloud not found: install the Google Cloud CLI with the Firestore emulator"
+        )
     host_port = f"127.0.0.1:{port or free_port()}"
     process, log_path = _spawn(
         "firestore",
         [gcloud, "emulators", "firestore", "start", f"--host-port={host_port}", "--quiet"],
         log_dir,
     )
-    emulator = Emulator("firestore", host_port, process, log_path, {"FIRESTORE_EMULATOR_HOST": host_port})
+    emulator = Emulator(
+        "firestore", host_port, process, log_path, {"FIRESTORE_EMULATOR_HOST": host_port}
+    )
     try:
         _wait_for_http(f"http://{host_port}/", process, timeout)
     except RuntimeError as exc:
@@ -113,21 +121,35 @@ def install_duckdb_spatial() -> None:
     duckdb.execute(f"INSTALL '{candidates[0]}'")
 
 
-def start_bigquery(log_dir: Path, project: str, port: int | None = None, timeout: float = 60) -> Emulator:
+def start_bigquery(
+    log_dir: Path, project: str, port: int | None = None, timeout: float = 60
+) -> Emulator:
     install_duckdb_spatial()
     rest_port = port or free_port()
     host_port = f"127.0.0.1:{rest_port}"
     process, log_path = _spawn(
         "bigquery",
         [
-            str(VENV_BIN / "bqemulator"), "start", "--rest-port", str(rest_port), "--grpc-port", "0",
-            "--project", project, "--log-level", "warning",
+            str(VENV_BIN / "bqemulator"),
+            "start",
+            "--rest-port",
+            str(rest_port),
+            "--grpc-port",
+            "0",
+            "--project",
+            project,
+            "--log-level",
+            "warning",
         ],
         log_dir,
     )
-    emulator = Emulator("bigquery", host_port, process, log_path, {"BIGQUERY_EMULATOR_HOST": f"http://{host_port}"})
+    emulator = Emulator(
+        "bigquery", host_port, process, log_path, {"BIGQUERY_EMULATOR_HOST": f"http://{host_port}"}
+    )
     try:
-        _wait_for_http(f"http://{host_port}/bigquery/v2/projects/{project}/datasets", process, timeout)
+        _wait_for_http(
+            f"http://{host_port}/bigquery/v2/projects/{project}/datasets", process, timeout
+        )
     except RuntimeError as exc:
         emulator.stop()
         raise RuntimeError(f"BigQuery emulator: {exc}\n{emulator.log_tail()}") from None

@@ -57,14 +57,19 @@ class Settings(BaseSettings):
         default_factory=lambda: [
             "token",
             "secret",
+            "secrets",
             "key",
             "password",
+            "passwords",
             "passwd",
+            "passphrase",
             "authorization",
             "auth",
             "credential",
+            "credentials",
             "cookie",
             "signature",
+            "bearer",
         ]
     )
 

@@ -11,7 +11,7 @@ import hashlib
 import json
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -43,8 +43,12 @@ class DeadLetterStore:
         self, client: firestore.Client, collection: str, timeout_seconds: float = 10.0
     ) -> None:
         self.client = client
-        self.collection = client.collection(collection)
+        self.collection_name = collection
         self.timeout_seconds = timeout_seconds
+
+    @property
+    def collection(self) -> firestore.CollectionReference:
+        return self.client.collection(self.collection_name)
 
     def store(self, row: dict[str, Any], *, reason: str, error: str) -> str:
         document_id = dead_letter_id(row)
@@ -107,3 +111,38 @@ def parent_chunks(parent: firestore.DocumentReference, count: int) -> list[bytes
         snapshot = parent.collection("chunks").document(str(number)).get()
         chunks.append(bytes((snapshot.to_dict() or {})["data"]))
     return chunks
+
+
+@dataclass
+class ReplayReport:
+    replayed: list[str] = field(default_factory=list)
+    still_failing: dict[str, str] = field(default_factory=dict)  # dead letter id -> error
+
+    def summary(self) -> str:
+        lines = [f"replayed {len(self.replayed)}, still failing {len(self.still_failing)}"]
+        lines += [f"  {key}: {error}" for key, error in self.still_failing.items()]
+        return "\n".join(lines)
+
+
+def replay(store: DeadLetterStore, sink: Any, *, limit: int | None = None) -> ReplayReport:
+    """Re-insert dead letters into BigQuery; delete each only once BigQuery has accepted it.
+
+    Idempotent: a dead letter inserted but not yet deleted (a crash in between) is inserted again
+    with the same insert id, and the `calls` view keeps one row per session.
+    """
+    from service.sink import InsertFailed
+
+    report = ReplayReport()
+    for letter in store.list(limit):
+        row = {**letter.row, "source": "replay"}
+        try:
+            errors = sink.insert([row], [row["session_id"]])
+        except InsertFailed as exc:
+            report.still_failing[letter.id] = str(exc)
+            continue
+        if errors:
+            report.still_failing[letter.id] = errors[0].message
+            continue
+        store.delete(letter.id)
+        report.replayed.append(letter.id)
+    return report

@@ -1,0 +1,121 @@
+"""Shared fixtures: the real Firestore and BigQuery emulators, started once per test session on
+free ports, and a functions-framework app whose handler can be rebuilt per test."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT = "test-millis"
+
+
+@pytest.fixture(scope="session")
+def emulator_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    from emulators import running_emulators
+
+    log_dir = tmp_path_factory.mktemp("emulator-logs")
+    with running_emulators(PROJECT, log_dir) as env:
+        saved = {key: os.environ.get(key) for key in env}
+        os.environ.update(env)
+        try:
+            yield env
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def firestore_client(emulator_env: dict[str, str]) -> Any:
+    from service.profiles import make_client
+
+    return make_client(PROJECT, "(default)")
+
+
+@pytest.fixture(scope="session")
+def bigquery_client(emulator_env: dict[str, str]) -> Any:
+    from service.sink import make_client
+
+    return make_client(PROJECT)
+
+
+@pytest.fixture
+def clean_firestore(emulator_env: dict[str, str], firestore_client: Any) -> Any:
+    host = emulator_env["FIRESTORE_EMULATOR_HOST"]
+    url = f"http://{host}/emulator/v1/projects/{PROJECT}/databases/(default)/documents"
+    requests.delete(url, timeout=10).raise_for_status()
+    return firestore_client
+
+
+@pytest.fixture
+def dataset(bigquery_client: Any) -> str:
+    """A fresh dataset with the call_events table and every view, unique to the test."""
+    from service.sink import create_tables_and_views
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    create_tables_and_views(bigquery_client, name)
+    return name
+
+
+def query(bigquery_client: Any, sql: str, **parameters: Any) -> list[dict[str, Any]]:
+    from google.cloud import bigquery
+
+    config = bigquery.QueryJobConfig(
+        query_parameters=[
+            bigquery.ScalarQueryParameter(name, "STRING", value)
+            for name, value in parameters.items()
+        ]
+    )
+    return [dict(row) for row in bigquery_client.query(sql, job_config=config).result()]
+
+
+@pytest.fixture(scope="session")
+def framework_app(emulator_env: dict[str, str]) -> Any:
+    """The app exactly as functions-framework serves it (service/main.py, target `app`)."""
+    import functions_framework
+
+    os.environ.setdefault("GOOGLE_CLOUD_PROJECT", PROJECT)
+    return functions_framework.create_app(target="app", source=str(ROOT / "service" / "main.py"))
+
+
+@pytest.fixture
+def make_client(
+    framework_app: Any, clean_firestore: Any, bigquery_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., Any]:
+    """make_client(**settings) -> a test client of the served app with a handler built from
+    those settings (and optional injected clients/stores)."""
+    from service.config import Settings
+    from service.main import WebhookHandler
+
+    main_module = sys.modules["main"]  # the module functions-framework loaded from service/main.py
+
+    def build(
+        *,
+        firestore: Any = None,
+        bigquery: Any = None,
+        profile_store: Any = None,
+        **settings: Any,
+    ) -> Any:
+        settings.setdefault("google_cloud_project", PROJECT)
+        handler = WebhookHandler(
+            Settings(**settings),
+            firestore or clean_firestore,
+            bigquery_client=bigquery or bigquery_client,
+            profile_store=profile_store,
+        )
+        monkeypatch.setattr(main_module, "handler", handler)
+        client = framework_app.test_client()
+        client.handler = handler
+        return client
+
+    return build

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import pytest
+
+from service.prefetch import normalise_phone, render_template, safe_document_id
+from service.profiles import to_plain
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["+15551234567", "+1 (555) 123-4567", "+1-555-123-4567", "(555) 123-4567", "555.123.4567"],
+)
+def test_phone_formats_normalise_to_one_e164(raw: str) -> None:
+    assert normalise_phone(raw, "US") == "+15551234567"
+
+
+def test_default_region_applies_to_national_numbers() -> None:
+    assert normalise_phone("07700 900123", "GB") == "+447700900123"
+    assert normalise_phone("+447700900123", "US") == "+447700900123"
+
+
+@pytest.mark.parametrize(
+    "raw", [None, "", "abc", "../../agents/x", "+1" * 40, "1", "+0987654321", "☎☎☎"]
+)
+def test_non_numbers_are_not_looked_up(raw: str | None) -> None:
+    assert normalise_phone(raw, "US") is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["../x", "a/b", ".", "..", "__name__", "", "x" * 129, "agents/demo", "a b", None, 5, "é"],
+)
+def test_unsafe_document_ids_are_refused(value: object) -> None:
+    assert safe_document_id(value) is None
+
+
+@pytest.mark.parametrize("value", ["C-1001", "crm_42", "jane@example.com", "+15551234567"])
+def test_plain_ids_are_accepted(value: str) -> None:
+    assert safe_document_id(value) == value
+
+
+def test_template_fills_fields_and_leaves_unknown_placeholders() -> None:
+    values = {"name": "Ana", "account": {"tier": "gold"}, "n": 3, "none": None}
+    text = "Hi {name} ({account.tier}) #{n}{none} {missing} {0} {name.__class__}"
+    assert render_template(text, values) == "Hi Ana (gold) #3 {missing} {0} {name.__class__}"
+
+
+def test_template_cannot_reach_attributes() -> None:
+    assert render_template("{__class__}", {"x": 1}) == "{__class__}"
+    assert render_template("{a.__dict__}", {"a": {"b": 1}}) == "{a.__dict__}"
+
+
+def test_firestore_values_become_json_safe() -> None:
+    from datetime import UTC, datetime
+
+    from google.cloud.firestore import GeoPoint
+
+    class Reference:  # stands in for DocumentReference: an object without a JSON meaning
+        path = "agents/x"
+
+    value = {
+        "when": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        "where": GeoPoint(1.5, 2.5),
+        "ref": Reference(),
+        "blob": b"\x00\x01",
+        "nan": float("nan"),
+        "nested": {"list": [1, b"x", "y"], "ok": True},
+    }
+    assert to_plain(value) == {
+        "when": "2026-01-02T03:04:05+00:00",
+        "where": {"latitude": 1.5, "longitude": 2.5},
+        "nested": {"list": [1, "y"], "ok": True},
+    }

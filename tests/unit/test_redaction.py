@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import pytest
+
+from service.config import Settings
+from service.redaction import REDACTED, Redactor
+
+REDACTOR = Redactor(Settings(google_cloud_project="demo-x").redact_key_patterns)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "api_key",
+        "apiKey",
+        "X-API-Key",
+        "token",
+        "access_token",
+        "client_secret",
+        "password",
+        "Authorization",
+        "private_key",
+        "openaiApiKey",
+        "credentials",
+        "cookie",
+        "webhookSignature",
+    ],
+)
+def test_secret_like_keys_are_redacted(key: str) -> None:
+    assert REDACTOR.redact({key: "s3cr3t"}) == {key: REDACTED}
+
+
+@pytest.mark.parametrize(
+    "key", ["keywords", "max_tokens", "author", "prompt", "voice_id", "description", "monkeypox"]
+)
+def test_ordinary_keys_are_kept(key: str) -> None:
+    assert REDACTOR.redact({key: "value"}) == {key: "value"}
+
+
+def test_all_header_values_are_redacted_names_kept() -> None:
+    config = {"tools": [{"headers": {"X-Custom": "abc", "Accept": "json"}}]}
+    assert REDACTOR.redact(config) == {
+        "tools": [{"headers": {"X-Custom": REDACTED, "Accept": REDACTED}}]
+    }
+    as_list = {"headers": [{"name": "X-Key", "value": "abc"}]}
+    assert REDACTOR.redact(as_list) == {"headers": [{"name": REDACTED, "value": REDACTED}]}
+
+
+def test_secrets_in_urls_are_redacted() -> None:
+    url = "https://user:pw@api.example.com/hook?token=abc&page=2&apiKey=def#frag"
+    redacted = REDACTOR.redact({"url": url})["url"]
+    assert "pw" not in redacted and "abc" not in redacted and "def" not in redacted
+    assert "page=2" in redacted and redacted.startswith("https://user:")
+
+
+def test_bearer_credentials_in_text_are_redacted() -> None:
+    assert REDACTOR.redact({"note": "use Bearer abc.def-ghi please"}) == {
+        "note": f"use Bearer {REDACTED} please"
+    }
+
+
+def test_nested_secret_objects_are_redacted_whole() -> None:
+    config = {"auth": {"user": "u", "pass": "p"}, "llm": {"model": "m", "temperature": 0.2}}
+    assert REDACTOR.redact(config) == {
+        "auth": {"user": REDACTED, "pass": REDACTED},
+        "llm": {"model": "m", "temperature": 0.2},
+    }
+
+
+def test_configurable_word_list() -> None:
+    custom = Redactor(["pin"])
+    assert custom.redact({"pin": "1234", "token": "t"}) == {"pin": REDACTED, "token": "t"}
+
+
+def test_redaction_does_not_mutate_its_input() -> None:
+    config = {"api_key": "x", "tools": [{"headers": {"a": "b"}}]}
+    REDACTOR.redact(config)
+    assert config == {"api_key": "x", "tools": [{"headers": {"a": "b"}}]}
