@@ -9,7 +9,6 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import flask
@@ -31,7 +30,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("service")
 
-OPENAPI_PATH = Path(__file__).parent / "openapi.json"
 JSON_CONTENT_TYPES = ("application/json", "application/cloudevents+json")
 MAX_QUERY_KEY_CHARS = 128
 MAX_QUERY_STRING_CHARS = 64 * 1024
@@ -281,6 +279,8 @@ class WebhookHandler:
         return json_response(200, {"status": "ok"})
 
     def handle_openapi(self, request: flask.Request, span: Span) -> flask.Response:
+        from service.openapi import OPENAPI_PATH
+
         return flask.Response(OPENAPI_PATH.read_bytes(), status=200, mimetype="application/json")
 
     def _authenticate(self, request: flask.Request, body: Callable[[], bytes]) -> None:

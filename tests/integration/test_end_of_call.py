@@ -253,9 +253,10 @@ def test_bigquery_down_or_hanging_keeps_a_dead_letter_and_replay_lands_it(
 def test_replay_is_idempotent_after_a_crash_between_insert_and_delete(
     clean_firestore: Any, bigquery_client: Any, dataset: str
 ) -> None:
+    from datetime import UTC, datetime
+
     from service.end_of_call import normalise_call, parse_payload
     from service.redaction import Redactor
-    from datetime import UTC, datetime
 
     store = DeadLetterStore(clean_firestore, "dead_letters")
     raw = current_payload("crash-1")
