@@ -15,8 +15,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from standardwebhooks.webhooks import Webhook
+from werkzeug.datastructures import Headers
 
 from service.config import Settings
+
+# Flask's case-insensitive headers, or a plain mapping with lower-case names.
+HeaderLookup = Headers | Mapping[str, str]
 
 TOKEN_PARAMETER = "token"  # noqa: S105 - a parameter name, not a secret
 
@@ -47,9 +51,9 @@ class Authenticator:
         self.open = not self.token_digests and not self.signers
 
     def check(
-        self, method: str, headers: Mapping[str, str], query_token: str | None, body: bytes
+        self, method: str, headers: HeaderLookup, query_token: str | None, body: bytes
     ) -> AuthFailure | None:
-        """`headers` with lower-case names. None when the request may proceed."""
+        """None when the request may proceed. `headers` is looked up by lower-case names."""
         if self.open:
             if self.fail_closed:
                 return AuthFailure(
@@ -79,7 +83,7 @@ class Authenticator:
         )
 
     @staticmethod
-    def _bearer(headers: Mapping[str, str]) -> str | None:
+    def _bearer(headers: HeaderLookup) -> str | None:
         scheme, _, credentials = (headers.get("authorization") or "").partition(" ")
         return credentials.strip() if scheme.lower() == "bearer" else None
 
@@ -91,7 +95,7 @@ class Authenticator:
                 matched |= hmac.compare_digest(digest, expected)
         return matched
 
-    def _signature_valid(self, headers: Mapping[str, str], body: bytes) -> bool:
+    def _signature_valid(self, headers: HeaderLookup, body: bytes) -> bool:
         wanted = {
             name: headers.get(name, "")
             for name in ("webhook-id", "webhook-timestamp", "webhook-signature")

@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     prefetch_lookup_key: str = Field("", pattern=r"^[A-Za-z0-9_\-]{0,64}$")
     default_phone_region: str = Field("US", pattern=r"^[A-Z]{2}$")
     profile_cache_ttl_seconds: float = Field(30.0, ge=0, le=3600)
+    agent_cache_ttl_seconds: float = Field(60.0, ge=0, le=3600)
     profile_cache_stale_seconds: float = Field(600.0, ge=0, le=86_400)
     profile_cache_max_entries: int = Field(20_000, ge=0, le=1_000_000)
 

@@ -73,6 +73,7 @@ class WebhookHandler:
                 settings.profile_cache_ttl_seconds,
                 settings.profile_cache_stale_seconds,
                 settings.profile_cache_max_entries,
+                agent_fresh_seconds=settings.agent_cache_ttl_seconds,
             ),
         )
         self.prefetch = PrefetchService(
@@ -101,7 +102,7 @@ class WebhookHandler:
     def __call__(self, request: flask.Request) -> flask.Response:
         started = time.perf_counter()
         path = request.path.rstrip("/") or "/"
-        with request_span(f"{request.method} {path}", lowercase_headers(request)) as span:
+        with request_span(f"{request.method} {path}", request.headers) as span:
             try:
                 methods = self.routes.get(path)
                 if methods is None:
@@ -123,8 +124,11 @@ class WebhookHandler:
                 span.set_attribute("outcome", "internal_error")
                 response = json_response(500, {"error": "internal", "message": "internal error"})
             span.set_attribute("http.status_code", response.status_code)
-            if path != "/healthz":
-                log.info(
+            # Cloud Run logs every request already; our line adds the outcome where it matters.
+            level = logging.DEBUG if response.status_code < 400 else logging.WARNING
+            if path != "/healthz" and log.isEnabledFor(level):
+                log.log(
+                    level,
                     "request",
                     extra={
                         "httpRequest": {
@@ -170,12 +174,13 @@ class WebhookHandler:
     def _check_query_limits(self, request: flask.Request) -> None:
         if len(request.query_string) > MAX_QUERY_STRING_CHARS:
             raise HttpError(414, "query_too_large", "the query string is too long")
-        items = list(request.args.items(multi=True))
-        if len(items) > self.settings.max_query_params:
-            raise HttpError(
-                400, "too_many_parameters", f"at most {self.settings.max_query_params} parameters"
-            )
-        for key, value in items:
+        for count, (key, value) in enumerate(request.args.items(multi=True), start=1):
+            if count > self.settings.max_query_params:
+                raise HttpError(
+                    400,
+                    "too_many_parameters",
+                    f"at most {self.settings.max_query_params} parameters",
+                )
             if len(key) > MAX_QUERY_KEY_CHARS or len(value) > self.settings.max_query_value_chars:
                 raise HttpError(
                     400,
@@ -287,7 +292,7 @@ class WebhookHandler:
         signed = bool(request.headers.get("webhook-signature"))
         failure = self.auth.check(
             request.method,
-            lowercase_headers(request),
+            request.headers,
             request.args.get(TOKEN_PARAMETER),
             body() if signed else b"",
         )
@@ -296,10 +301,6 @@ class WebhookHandler:
                 log.error("webhook refused: " + failure.message, extra={"error": failure.error})
             headers = {"WWW-Authenticate": "Bearer"} if failure.status == 401 else None
             raise HttpError(failure.status, failure.error, failure.message, headers)
-
-
-def lowercase_headers(request: flask.Request) -> dict[str, str]:
-    return {name.lower(): value for name, value in request.headers.items()}
 
 
 def _reject_constant(name: str) -> None:

@@ -39,6 +39,7 @@ AGENT_SETTINGS = frozenset(
 CALL_PARAMETERS = frozenset({"agent_id", "session_id", "from", "to"})
 
 # A document id we accept from the outside: no "/", not "." or "..", not "__reserved__".
+_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _SAFE_DOCUMENT_ID = re.compile(r"^(?!\.\.?$)(?!__.*__$)[A-Za-z0-9_.@+:\-]{1,128}$")
 _PLACEHOLDER = re.compile(
     r"\{([A-Za-z_][A-Za-z0-9_]{0,63}(?:\.[A-Za-z_][A-Za-z0-9_]{0,63}){0,3})\}"
@@ -51,6 +52,8 @@ def normalise_phone(raw: str | None, default_region: str) -> str | None:
     """E.164 form of a phone number, or None when it is not one."""
     if not raw or len(raw) > 64:
         return None
+    if _E164.match(raw):
+        return raw  # what Millis sends: already E.164, and parsing costs more than the read
     try:
         number = phonenumbers.parse(raw, default_region)
     except phonenumbers.NumberParseException:
@@ -122,17 +125,19 @@ class PrefetchService:
         agent_key: DocumentKey = ("agent", request.agent_id)
         agent_id_ok = safe_document_id(request.agent_id) is not None
 
-        # The agent's lookup key is known from the cache after its first call: one round trip.
+        # After an agent's first call its document is cached: its lookup key and own numbers are
+        # known before the read, which then fetches only the caller's candidate profiles.
         cached_agent = (
             self.store.cache.get(agent_key, self.store.cache.stale_seconds)[1]
             if agent_id_ok
             else None
         )
         lookup_id = self._lookup_id(cached_agent, request.metadata)
+        own_numbers = self._own_numbers(cached_agent or {})
         keys: list[DocumentKey] = [agent_key] if agent_id_ok else []
         if lookup_id:
             keys.append(("profile", lookup_id))
-        keys.extend(("profile", number) for number in numbers)
+        keys.extend(("profile", number) for number in numbers if number not in own_numbers)
 
         result = self.store.read(keys, max(0.0, deadline - time.monotonic()))
         agent = result.documents.get(agent_key) or {}
@@ -179,13 +184,16 @@ class PrefetchService:
             return None
         return safe_document_id(metadata.get(key))
 
-    def _order_numbers(self, numbers: list[str], agent: Mapping[str, Any]) -> list[str]:
-        """The counterpart first: the number that is not one of the agent's own."""
+    def _own_numbers(self, agent: Mapping[str, Any]) -> set[str | None]:
         own = agent.get("phone_numbers")
         if not isinstance(own, list):
-            return numbers
-        own_numbers = {normalise_phone(str(number), self.default_region) for number in own}
-        return sorted(numbers, key=lambda number: number in own_numbers)
+            return set()
+        return {normalise_phone(str(number), self.default_region) for number in own}
+
+    def _order_numbers(self, numbers: list[str], agent: Mapping[str, Any]) -> list[str]:
+        """The counterpart: the number that is not one of the agent's own (never looked up)."""
+        own_numbers = self._own_numbers(agent)
+        return [number for number in numbers if number not in own_numbers]
 
     @staticmethod
     def _usable(profile: Mapping[str, Any], agent_id: str) -> bool:

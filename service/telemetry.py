@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -20,8 +20,6 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.propagators.cloud_trace_propagator import CloudTraceFormatPropagator
 from opentelemetry.propagators.composite import CompositePropagator
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from service.config import Settings
@@ -90,35 +88,45 @@ def configure_tracing(settings: Settings) -> None:
     exporter_name = settings.trace_exporter
     if exporter_name == "auto":
         exporter_name = "gcp" if settings.on_cloud_run else "none"
-    resource = Resource.create(
-        {"service.name": settings.k_service or "millis-webhooks", "cloud.provider": "gcp"}
-    )
-    provider = TracerProvider(resource=resource)
+    if exporter_name == "none":
+        # Nobody would read the spans: keep OpenTelemetry's no-op tracer, which costs nothing.
+        # The caller's trace context is still attached, so log lines keep their trace id.
+        return
     try:
+        # Imported here: cold start need not pay for the SDK and the Cloud Trace client.
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+        from opentelemetry.sdk.trace.export import (
+            BatchSpanProcessor,
+            ConsoleSpanExporter,
+            SimpleSpanProcessor,
+        )
+
+        processor: SpanProcessor
         if exporter_name == "gcp":
-            # Imported here: cold start need not pay for the Cloud Trace client.
             from opentelemetry.exporter.cloud_trace import CloudTraceSpanExporter
-            from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-            provider.add_span_processor(
-                BatchSpanProcessor(
-                    CloudTraceSpanExporter(project_id=settings.google_cloud_project)  # type: ignore[no-untyped-call]
-                )
-            )
-        elif exporter_name == "console":
-            from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
-
-            provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+            exporter = CloudTraceSpanExporter(project_id=settings.google_cloud_project)  # type: ignore[no-untyped-call]
+            processor = BatchSpanProcessor(exporter)
+        else:
+            processor = SimpleSpanProcessor(ConsoleSpanExporter())
     except Exception as exc:  # no credentials locally: trace nothing rather than fail
         logging.getLogger(__name__).warning(
             "trace exporter unavailable; spans are not exported",
             extra={"exporter": exporter_name, "error_type": type(exc).__name__},
         )
+        return
+    resource = Resource.create(
+        {"service.name": settings.k_service or "millis-webhooks", "cloud.provider": "gcp"}
+    )
+    # The default sampler follows the caller's decision (Cloud Run's trace header carries it).
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
 
 
 @contextmanager
-def request_span(name: str, headers: Mapping[str, str]) -> Iterator[trace.Span]:
+def request_span(name: str, headers: Any) -> Iterator[trace.Span]:
     """A server span for one request, continuing the caller's trace when it sent one."""
     parent = _PROPAGATOR.extract(carrier=headers)
     token = otel_context.attach(parent)

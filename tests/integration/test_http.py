@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -83,8 +84,13 @@ def test_openapi_document_is_served_and_matches_the_models(make_client: Any) -> 
 
 
 def test_logs_are_cloud_logging_json_linked_to_the_trace_and_free_of_personal_data(
-    make_client: Any, clean_firestore: Any, dataset: str, capsys: pytest.CaptureFixture[str]
+    make_client: Any,
+    clean_firestore: Any,
+    dataset: str,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG)  # successful requests are logged at DEBUG
     clean_firestore.collection("profiles").document("+15551234567").set({"name": "Zelda Q"})
     client = make_client(bigquery_dataset=dataset, webhook_tokens="tok-secret-1")
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
