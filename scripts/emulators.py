@@ -75,7 +75,7 @@ def _wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float) -
 
 def _spawn(name: str, command: list[str], log_dir: Path) -> tuple[subprocess.Popen[bytes], Path]:
     log_path = log_dir / f"{name}.log"
-    log = log_path.open("wb")
+    log = log_path.open("ab")
     process = subprocess.Popen(
         command,
         stdout=log,
@@ -122,8 +122,13 @@ def install_duckdb_spatial() -> None:
 
 
 def start_bigquery(
-    log_dir: Path, project: str, port: int | None = None, timeout: float = 60
+    log_dir: Path,
+    project: str,
+    port: int | None = None,
+    timeout: float = 60,
+    data_dir: Path | None = None,
 ) -> Emulator:
+    """`data_dir` makes the emulator persistent: a restart on it keeps the tables and rows."""
     install_duckdb_spatial()
     rest_port = port or free_port()
     host_port = f"127.0.0.1:{rest_port}"
@@ -140,6 +145,7 @@ def start_bigquery(
             project,
             "--log-level",
             "warning",
+            *(["--persistent", "--data-dir", str(data_dir)] if data_dir else []),
         ],
         log_dir,
     )

@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     # End of call
     bigquery_insert_timeout_seconds: float = Field(10.0, gt=0, le=60)
     bigquery_insert_attempts: int = Field(3, ge=1, le=10)
+    dead_letter_timeout_seconds: float = Field(10.0, gt=0, le=60)
     store_agent_config: Literal["redacted", "none"] = "redacted"
     redact_key_patterns: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: [

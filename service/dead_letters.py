@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from google.api_core.retry import Retry
 from google.cloud import firestore
 
 # Below Firestore's 1,048,487-byte limit for a bytes field, leaving room for the other fields.
@@ -69,10 +70,14 @@ class DeadLetterStore:
             fields["chunk_count"] = len(chunks)
             for number, chunk in enumerate(chunks):
                 parent.collection("chunks").document(str(number)).set(
-                    {"data": chunk}, timeout=self.timeout_seconds
+                    {"data": chunk}, retry=self._retry(), timeout=self.timeout_seconds
                 )
-        parent.set(fields, timeout=self.timeout_seconds)
+        parent.set(fields, retry=self._retry(), timeout=self.timeout_seconds)
         return document_id
+
+    def _retry(self) -> Retry:
+        # The library's default retry may outlast the request; bound it by our own budget.
+        return Retry(initial=0.1, maximum=1.0, timeout=self.timeout_seconds)
 
     def list(self, limit: int | None = None) -> Iterator[DeadLetter]:
         query = self.collection.order_by("created_at")

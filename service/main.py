@@ -273,7 +273,11 @@ class WebhookHandler:
                         settings.bigquery_insert_timeout_seconds,
                         settings.bigquery_insert_attempts,
                     ),
-                    DeadLetterStore(self.firestore_client, settings.dead_letter_collection),
+                    DeadLetterStore(
+                        self.firestore_client,
+                        settings.dead_letter_collection,
+                        settings.dead_letter_timeout_seconds,
+                    ),
                     Redactor(settings.redact_key_patterns),
                 )
             return self._end_of_call

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import math
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 PayloadFormat = Literal["original", "current"]
 
@@ -20,6 +20,12 @@ PayloadFormat = Literal["original", "current"]
 CURRENT_ONLY_FIELDS = frozenset(
     {"call_id", "call_status", "function_calls", "recording", "error_message"}
 )
+
+
+# Longer than any call; bounds the arithmetic on durations.
+MAX_DURATION_SECONDS = 10_000_000
+# Credits are small amounts; the bound keeps sums finite.
+MAX_CREDIT = 1e12
 
 
 class _Tolerant(BaseModel):
@@ -52,7 +58,9 @@ class ChatMessage(_Tolerant):
 class CostItem(_Tolerant):
     type: str | None = Field(None, description="millis, tts, stt, llm, ...")
     provider: str | None = None
-    credit: float | None = Field(None, allow_inf_nan=False, description="Credit spent.")
+    credit: float | None = Field(
+        None, ge=-MAX_CREDIT, le=MAX_CREDIT, allow_inf_nan=False, description="Credit spent."
+    )
 
 
 class Voip(_Tolerant):
@@ -76,14 +84,36 @@ class EndOfCallPayload(_Tolerant):
     session_id: str = Field(min_length=1, max_length=512, description="Millis session id.")
     call_id: str | None = Field(None, max_length=512)
     agent_id: str | None = Field(None, max_length=512)
-    chat: list[ChatMessage] | None = Field(
-        None, description="Transcript: a list of messages, or (current format) JSON text of it."
-    )
-    ts: datetime | None = Field(
+    chat: Annotated[
+        list[ChatMessage] | None,
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "array", "items": {"$ref": "#/components/schemas/ChatMessage"}},
+                    {"type": "string", "contentMediaType": "application/json"},
+                    {"type": "null"},
+                ]
+            }
+        ),
+    ] = Field(None, description="Transcript: a list of messages, or (current format) JSON text.")
+    ts: Annotated[
+        datetime | None,
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "string", "format": "date-time"},
+                    {"type": "number", "minimum": 0},
+                    {"type": "null"},
+                ]
+            }
+        ),
+    ] = Field(
         None, description="Call start: ISO-8601 string (original) or epoch seconds (current)."
     )
-    duration: float | None = Field(None, ge=0, allow_inf_nan=False, description="Seconds.")
-    chars_used: int | None = Field(None, ge=0)
+    duration: float | None = Field(
+        None, ge=0, le=MAX_DURATION_SECONDS, allow_inf_nan=False, description="Seconds."
+    )
+    chars_used: int | None = Field(None, ge=0, le=2**63 - 1)  # BigQuery INT64
     agent_config: dict[str, Any] | None = None
     cost_breakdown: list[CostItem] | None = None
     voip: Voip | None = None

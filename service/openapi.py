@@ -12,7 +12,13 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from service.models import EndOfCallAccepted, EndOfCallPayload, ErrorBody, PrefetchResponseCurrent
+from service.models import (
+    ChatMessage,
+    EndOfCallAccepted,
+    EndOfCallPayload,
+    ErrorBody,
+    PrefetchResponseCurrent,
+)
 
 OPENAPI_PATH = Path(__file__).parent / "openapi.json"
 
@@ -43,6 +49,7 @@ def build_document() -> dict[str, Any]:
     _, schemas = models_json_schema(
         [
             (EndOfCallPayload, "validation"),
+            (ChatMessage, "validation"),
             (EndOfCallAccepted, "serialization"),
             (PrefetchResponseCurrent, "serialization"),
             (ErrorBody, "serialization"),
