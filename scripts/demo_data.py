@@ -40,3 +40,33 @@ def seed(firestore_client: Any, profiles: str = "profiles", agents: str = "agent
     for number, fields in DEMO_PROFILES.items():
         batch.set(firestore_client.collection(profiles).document(number), fields)
     batch.commit()
+
+
+def demo_end_of_call(
+    session_id: str, agent_id: str = DEMO_AGENT_ID, messages: int = 20
+) -> dict[str, Any]:
+    """A current-format end-of-call payload with a transcript of `messages` messages."""
+    import json
+    import time
+
+    chat = [
+        {"role": "assistant" if i % 2 else "user", "content": f"Message {i} of a realistic call."}
+        for i in range(messages)
+    ]
+    return {
+        "session_id": session_id,
+        "call_id": f"call-{session_id}",
+        "agent_id": agent_id,
+        "chat": json.dumps(chat),
+        "ts": time.time() - 120,
+        "duration": 95.4,
+        "chars_used": 812,
+        "agent_config": {"prompt": "You are Ava.", "tools": [{"headers": {"X-Key": "secret"}}]},
+        "cost_breakdown": [
+            {"type": "llm", "credit": 0.0043, "provider": "openai"},
+            {"type": "tts", "credit": 0.012, "provider": "elevenlabs"},
+        ],
+        "voip": {"provider": "twilio", "from": "+15551234567", "to": "+15550001111"},
+        "metadata": {"campaign": "winter"},
+        "call_status": "user-ended",
+    }

@@ -1,0 +1,187 @@
+"""The whole-service benchmark: both webhooks at concurrency 1, 8 and 64 against the service
+served by functions-framework on the local emulators, next to a direct Firestore read and a
+direct BigQuery insert measured in the same run; cold start next to a bare functions-framework
+hello-world; resident memory.
+
+    scripts/bench [--requests 1000]
+
+Bounded: every measurement stops after --requests requests or 30 seconds, on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import quote
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import demo_data
+from benchlib import Result, Server, call_load, http_load, print_table
+from emulators import free_port, running_emulators
+
+PROJECT = "bench-millis"
+
+
+def cold_start(source: str, target: str, env: dict[str, str], runs: int = 3) -> tuple[float, float]:
+    """Median seconds from process start to the first 200, and resident memory (MB) after it."""
+    times, memory = [], []
+    for _ in range(runs):
+        server = Server(source, target, free_port(), env)
+        times.append(server.cold_start)
+        memory.append(server.rss_mb())
+        server.stop()
+    return statistics.median(times), statistics.median(memory)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=1000, help="per measurement")
+    args = parser.parse_args()
+    rng = random.Random(11)
+
+    with running_emulators(PROJECT, Path(tempfile.mkdtemp(prefix="bench-"))) as emulator_env:
+        os.environ.update(emulator_env)
+        from service.config import Settings
+        from service.end_of_call import normalise_call, parse_payload
+        from service.profiles import make_client as firestore_client
+        from service.redaction import Redactor
+        from service.sink import create_tables_and_views
+        from service.sink import make_client as bigquery_client
+
+        firestore = firestore_client(PROJECT, "(default)")
+        bigquery = bigquery_client(PROJECT)
+        create_tables_and_views(bigquery, "millis")
+        numbers = [f"+1555{index:07d}" for index in range(1, 1001)]
+        batch = firestore.batch()
+        for number in numbers:
+            batch.set(
+                firestore.collection("profiles").document(number),
+                {"name": "Caller", "tier": "gold"},
+            )
+        batch.commit()
+        demo_data.seed(firestore)
+
+        env = {**emulator_env, "GOOGLE_CLOUD_PROJECT": PROJECT}
+        ours_cold, ours_rss_idle = cold_start("service/main.py", "app", env)
+        hello_cold, hello_rss = cold_start("scripts/bench_handlers/hello.py", "hello", env)
+        server = Server("service/main.py", "app", free_port(), env)
+
+        def prefetch_requests(count: int) -> list[tuple[str, str, bytes, dict[str, str]]]:
+            return [
+                (
+                    "GET",
+                    f"/prefetch?agent_id={demo_data.DEMO_AGENT_ID}&session_id=s{i}"
+                    f"&from={quote(rng.choice(numbers))}",
+                    b"",
+                    {},
+                )
+                for i in range(count)
+            ]
+
+        def end_of_call_requests(count: int) -> list[tuple[str, str, bytes, dict[str, str]]]:
+            headers = {"Content-Type": "application/json"}
+            return [
+                (
+                    "POST",
+                    "/end-of-call",
+                    json.dumps(demo_data.demo_end_of_call(uuid.uuid4().hex)).encode(),
+                    headers,
+                )
+                for _ in range(count)
+            ]
+
+        profiles = firestore.collection("profiles")
+
+        def direct_read(_: int) -> None:
+            list(firestore.get_all([profiles.document(rng.choice(numbers))], timeout=5))
+
+        settings = Settings(google_cloud_project=PROJECT)
+        redactor = Redactor(settings.redact_key_patterns)
+
+        def row() -> dict[str, object]:
+            raw = demo_data.demo_end_of_call(uuid.uuid4().hex)
+            return normalise_call(
+                raw,
+                parse_payload(raw),
+                received_at=datetime.now(UTC),
+                source="webhook",
+                redactor=redactor,
+                store_agent_config=True,
+            )
+
+        def direct_insert(_: int) -> None:
+            one = row()
+            errors = bigquery.insert_rows_json(
+                f"{PROJECT}.millis.call_events", [one], row_ids=[one["session_id"]], timeout=10
+            )
+            if errors:
+                raise RuntimeError(errors)
+
+        http_load("warm-up", server.port, prefetch_requests(200) + end_of_call_requests(50), 8)
+        results: list[Result] = []
+        eoc_count = max(50, args.requests // 3)
+        for concurrency in (1, 8, 64):
+            results.append(
+                call_load("direct Firestore read", direct_read, args.requests, concurrency)
+            )
+            results.append(
+                http_load(
+                    "GET /prefetch", server.port, prefetch_requests(args.requests), concurrency
+                )
+            )
+            results.append(
+                call_load(
+                    "direct BigQuery insert (same row)", direct_insert, eoc_count, concurrency
+                )
+            )
+            results.append(
+                http_load(
+                    "POST /end-of-call", server.port, end_of_call_requests(eoc_count), concurrency
+                )
+            )
+        busy_rss = server.rss_mb()
+        server.stop()
+
+        print_table(
+            results,
+            f"millis-webhooks on {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, emulators",
+        )
+        by = {(r.name, r.concurrency): r for r in results}
+        print("\nRatios (ours / direct, same run):")
+        for concurrency in (1, 8, 64):
+            read, pre = (
+                by[("direct Firestore read", concurrency)],
+                by[("GET /prefetch", concurrency)],
+            )
+            ins, eoc = (
+                by[("direct BigQuery insert (same row)", concurrency)],
+                by[("POST /end-of-call", concurrency)],
+            )
+            print(
+                f"  c={concurrency:<3} prefetch p50 {pre.p50_ms / read.p50_ms:.2f}x, p99 {pre.p99_ms / read.p99_ms:.2f}x, req/s {pre.rps / read.rps:.2f}x"
+                f" | end-of-call p50 {eoc.p50_ms / ins.p50_ms:.2f}x, p99 {eoc.p99_ms / ins.p99_ms:.2f}x, req/s {eoc.rps / ins.rps:.2f}x"
+            )
+        print("\nCold start (process start to first 200, median of 3) and resident memory:")
+        print(
+            f"  millis-webhooks        {ours_cold * 1000:7.0f} ms   {ours_rss_idle:6.1f} MB idle, {busy_rss:6.1f} MB after the load"
+        )
+        print(
+            f"  bare functions-framework hello-world {hello_cold * 1000:7.0f} ms   {hello_rss:6.1f} MB"
+        )
+        print(f"  errors: {sum(r.errors for r in results)}")
+
+
+if __name__ == "__main__":
+    main()
