@@ -68,7 +68,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--profiles", type=int, default=10_000)
-    parser.add_argument("--requests", type=int, default=3000, help="per measurement")
+    parser.add_argument("--requests", type=int, default=3000, help="per target at c=1 (x3 at c=64)")
+    parser.add_argument("--rounds", type=int, default=3, help="rotated rounds; the median is shown")
     args = parser.parse_args()
     rng = random.Random(7)
 
@@ -120,41 +121,37 @@ def main() -> None:
             http_load("warm-up", server.port, prefetch_requests(300), 8)
         call_load("warm-up", direct_get_all, 300, 8)
 
+        # Rotated rounds, median round per target: the emulator warms up and the machine is
+        # shared, so no target may always run first or last.
+        direct = {
+            "direct get_all [agent, from, to]": direct_get_all_three,
+            "direct get_all [from]": direct_get_all,
+        }
+        served = {
+            "our prefetch, profile cache off": ours.port,
+            "our prefetch, cache on (default)": cached.port,
+            "hand-written handler (1 get)": handwritten.port,
+        }
+
+        def measure(name: str, count: int, concurrency: int) -> Result:
+            if name in direct:
+                return call_load(name, direct[name], count, concurrency)
+            return http_load(name, served[name], prefetch_requests(count), concurrency)
+
+        names = [*direct, *served]
         results: list[Result] = []
         for concurrency, count in ((1, args.requests), (64, args.requests * 3)):
-            results.append(
-                call_load(
-                    "direct get_all [agent, from, to]", direct_get_all_three, count, concurrency
-                )
-            )
-            results.append(call_load("direct get_all [from]", direct_get_all, count, concurrency))
-            results.append(
-                http_load(
-                    "our prefetch, profile cache off",
-                    ours.port,
-                    prefetch_requests(count),
-                    concurrency,
-                )
-            )
-            results.append(
-                http_load(
-                    "our prefetch, cache on (default)",
-                    cached.port,
-                    prefetch_requests(count),
-                    concurrency,
-                )
-            )
-            results.append(
-                http_load(
-                    "hand-written handler (1 get)",
-                    handwritten.port,
-                    prefetch_requests(count),
-                    concurrency,
-                )
-            )
+            rounds: dict[str, list[Result]] = {name: [] for name in names}
+            for round_number in range(args.rounds):
+                shift = round_number % len(names)
+                for name in names[shift:] + names[:shift]:
+                    rounds[name].append(measure(name, count // args.rounds, concurrency))
+            for name in names:
+                by_rps = sorted(rounds[name], key=lambda result: result.rps)
+                results.append(by_rps[len(by_rps) // 2])
         print_table(
             results,
-            f"Prefetch, {args.profiles} profiles, ~20 % unknown numbers, on {os.cpu_count()} CPUs",
+            f"Prefetch (median of {args.rounds} rotated rounds), {args.profiles} profiles, ~20 % unknown numbers, on {os.cpu_count()} CPUs",
         )
 
         by = {(r.name, r.concurrency): r for r in results}
