@@ -1,0 +1,111 @@
+resource "google_cloud_run_v2_service" "webhooks" {
+  project  = var.project_id
+  name     = var.service_name
+  location = var.region
+  # Millis calls from the internet; the app checks the webhook token itself.
+  ingress             = "INGRESS_TRAFFIC_ALL"
+  deletion_protection = false
+
+  template {
+    service_account                  = google_service_account.runtime.email
+    timeout                          = "60s"
+    max_instance_request_concurrency = var.concurrency
+
+    scaling {
+      min_instance_count = var.min_instances
+      max_instance_count = var.max_instances
+    }
+
+    containers {
+      image = var.image
+
+      ports {
+        container_port = 8080
+      }
+
+      resources {
+        limits = {
+          cpu    = var.cpu
+          memory = var.memory
+        }
+        cpu_idle          = true
+        startup_cpu_boost = true
+      }
+
+      dynamic "env" {
+        for_each = {
+          GOOGLE_CLOUD_PROJECT      = var.project_id
+          FIRESTORE_DATABASE        = var.firestore_database
+          BIGQUERY_DATASET          = google_bigquery_dataset.millis.dataset_id
+          BIGQUERY_EVENTS_TABLE     = "call_events"
+          BIGQUERY_LOCATION         = var.bigquery_location
+          LOG_LEVEL                 = var.log_level
+          PREFETCH_DEADLINE_MS      = tostring(var.prefetch_deadline_ms)
+          PROFILE_CACHE_TTL_SECONDS = tostring(var.profile_cache_ttl_seconds)
+          DEFAULT_PHONE_REGION      = var.default_phone_region
+          STORE_AGENT_CONFIG        = var.store_agent_config
+          # gunicorn threads: one per concurrent request (the framework's default is 4 per CPU,
+          # which would queue requests that mostly wait on Firestore or BigQuery).
+          THREADS = tostring(var.concurrency)
+        }
+        content {
+          name  = env.key
+          value = env.value
+        }
+      }
+
+      env {
+        name = "WEBHOOK_TOKENS"
+        value_source {
+          secret_key_ref {
+            secret  = google_secret_manager_secret.webhook_token.secret_id
+            version = "latest"
+          }
+        }
+      }
+
+      startup_probe {
+        http_get {
+          path = "/healthz"
+        }
+        period_seconds    = 1
+        timeout_seconds   = 1
+        failure_threshold = 30
+      }
+
+      liveness_probe {
+        http_get {
+          path = "/healthz"
+        }
+        period_seconds    = 30
+        timeout_seconds   = 2
+        failure_threshold = 3
+      }
+    }
+  }
+
+  lifecycle {
+    # Cloud Build deploys each new image: Terraform must not roll it back.
+    ignore_changes = [
+      template[0].containers[0].image,
+      client,
+      client_version,
+    ]
+  }
+
+  depends_on = [
+    google_project_service.enabled,
+    google_secret_manager_secret_version.webhook_token,
+    google_secret_manager_secret_iam_member.runtime_token,
+  ]
+}
+
+# Millis cannot send Google identity tokens, so the service is publicly invocable; the app
+# refuses every webhook call without the shared token (and answers 503 if none is configured).
+resource "google_cloud_run_v2_service_iam_member" "public_invoker" {
+  project  = var.project_id
+  location = var.region
+  name     = google_cloud_run_v2_service.webhooks.name
+  role     = "roles/run.invoker"
+  member   = "allUsers"
+}

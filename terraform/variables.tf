@@ -1,0 +1,188 @@
+variable "project_id" {
+  description = "Google Cloud project to deploy into (an existing project with billing enabled)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]$", var.project_id))
+    error_message = "project_id must be a valid project id (6-30 lower-case letters, digits, hyphens)."
+  }
+}
+
+variable "region" {
+  description = "Region of the Cloud Run service, the Artifact Registry repository and Cloud Build."
+  type        = string
+  default     = "us-central1"
+}
+
+variable "service_name" {
+  description = "Name of the Cloud Run service (also used for the registry repository and the service accounts)."
+  type        = string
+  default     = "millis-webhooks"
+
+  validation {
+    condition     = can(regex("^[a-z]([a-z0-9-]{0,40}[a-z0-9])?$", var.service_name))
+    error_message = "service_name must be lower-case letters, digits and hyphens, at most 42 characters."
+  }
+}
+
+variable "firestore_database" {
+  description = "Firestore database id. \"(default)\" uses (or creates) the project's default database."
+  type        = string
+  default     = "(default)"
+}
+
+variable "create_firestore_database" {
+  description = "Create the Firestore database. Set false when the project already has it."
+  type        = bool
+  default     = true
+}
+
+variable "firestore_location" {
+  description = "Location of the Firestore database (a region or a multi-region such as nam5)."
+  type        = string
+  default     = "nam5"
+}
+
+variable "bigquery_dataset" {
+  description = "BigQuery dataset that holds the call_events table and the cost views."
+  type        = string
+  default     = "millis"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_]{1,1024}$", var.bigquery_dataset))
+    error_message = "bigquery_dataset may contain letters, digits and underscores only."
+  }
+}
+
+variable "bigquery_location" {
+  description = "Location of the BigQuery dataset (US, EU or a region)."
+  type        = string
+  default     = "US"
+}
+
+variable "deletion_protection" {
+  description = "Protect the BigQuery table and the Firestore database from `terraform destroy`."
+  type        = bool
+  default     = true
+}
+
+variable "webhook_token" {
+  description = "Shared secret Millis sends with each webhook. Leave null to generate a random one (read it with `terraform output -raw webhook_token`)."
+  type        = string
+  default     = null
+  sensitive   = true
+
+  validation {
+    condition     = var.webhook_token == null || length(coalesce(var.webhook_token, "x")) >= 24
+    error_message = "webhook_token must be at least 24 characters."
+  }
+}
+
+variable "image" {
+  description = "Container image of the first deployment. Cloud Build deploys every later image; Terraform ignores the image after creation."
+  type        = string
+  default     = "us-docker.pkg.dev/cloudrun/container/hello"
+}
+
+variable "min_instances" {
+  description = "Instances kept warm so the prefetch webhook never waits on a cold start. 0 saves cost and accepts cold starts of about a second."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.min_instances >= 0 && var.min_instances <= 100
+    error_message = "min_instances must be between 0 and 100."
+  }
+}
+
+variable "max_instances" {
+  description = "Upper bound on instances (bounds cost and the load on Firestore and BigQuery)."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.max_instances >= 1 && var.max_instances <= 1000
+    error_message = "max_instances must be between 1 and 1000."
+  }
+}
+
+variable "concurrency" {
+  description = "Requests one instance serves at once. Both webhooks mostly wait on Firestore or BigQuery, so one CPU serves many."
+  type        = number
+  default     = 40
+
+  validation {
+    condition     = var.concurrency >= 1 && var.concurrency <= 1000
+    error_message = "concurrency must be between 1 and 1000."
+  }
+}
+
+variable "cpu" {
+  description = "CPU limit of an instance."
+  type        = string
+  default     = "1"
+}
+
+variable "memory" {
+  description = "Memory limit of an instance (the service uses about 210 MB under load)."
+  type        = string
+  default     = "512Mi"
+}
+
+variable "prefetch_deadline_ms" {
+  description = "Budget of the prefetch lookup in milliseconds (PREFETCH_DEADLINE_MS)."
+  type        = number
+  default     = 500
+}
+
+variable "profile_cache_ttl_seconds" {
+  description = "Seconds a profile read is reused: profile edits show up within this time (PROFILE_CACHE_TTL_SECONDS)."
+  type        = number
+  default     = 30
+}
+
+variable "default_phone_region" {
+  description = "Region for phone numbers written without a country code (DEFAULT_PHONE_REGION)."
+  type        = string
+  default     = "US"
+}
+
+variable "store_agent_config" {
+  description = "\"redacted\" stores the agent configuration with secrets removed; \"none\" drops it (STORE_AGENT_CONFIG)."
+  type        = string
+  default     = "redacted"
+
+  validation {
+    condition     = contains(["redacted", "none"], var.store_agent_config)
+    error_message = "store_agent_config must be \"redacted\" or \"none\"."
+  }
+}
+
+variable "log_level" {
+  description = "Log level of the service (LOG_LEVEL)."
+  type        = string
+  default     = "INFO"
+
+  validation {
+    condition     = contains(["DEBUG", "INFO", "WARNING", "ERROR"], var.log_level)
+    error_message = "log_level must be DEBUG, INFO, WARNING or ERROR."
+  }
+}
+
+variable "github_owner" {
+  description = "Owner of the GitHub repository for a Cloud Build trigger on pushes to main. Leave empty to build with `gcloud builds submit` only."
+  type        = string
+  default     = ""
+}
+
+variable "github_repository" {
+  description = "Name of the GitHub repository for the Cloud Build trigger (with github_owner)."
+  type        = string
+  default     = ""
+}
+
+variable "labels" {
+  description = "Labels put on every resource."
+  type        = map(string)
+  default     = { app = "millis-webhooks" }
+}

