@@ -3,6 +3,7 @@ and JSON errors. The webhook logic lives in service.prefetch and service.end_of_
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import threading
@@ -19,7 +20,12 @@ from service.config import Settings, get_settings
 from service.prefetch import CALL_PARAMETERS, PrefetchRequest, PrefetchService
 from service.profiles import DocumentCache, ProfileStore
 from service.profiles import make_client as make_firestore_client
-from service.telemetry import configure_logging, configure_tracing, request_span
+from service.telemetry import (
+    configure_logging,
+    configure_tracing,
+    request_span,
+    shutdown_tracing,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -325,6 +331,7 @@ def build_handler(settings: Settings) -> WebhookHandler:
 _settings = get_settings()  # invalid configuration stops the start-up here, naming the variable
 configure_logging(_settings)
 configure_tracing(_settings)
+atexit.register(shutdown_tracing)  # gunicorn exits cleanly on SIGTERM: flush pending spans
 handler = build_handler(_settings)
 
 
