@@ -32,88 +32,76 @@ resource "google_bigquery_table" "tables" {
   }
 }
 
-# Views, in dependency order: calls (one row per session) first, then the cost views.
-resource "google_bigquery_table" "view_calls" {
+# Views read each other, so they are created in three waves: `calls` (one row per session)
+# reads the table; `call_costs` and `cost_by_provider` read `calls`; the rest read `call_costs`.
+locals {
+  view_waves = [
+    { calls = "One row per Millis session: the latest delivery. Read this, not call_events." },
+    {
+      call_costs       = "One row per call with the cost components as columns."
+      cost_by_provider = "Cost per day, agent, component type and provider."
+    },
+    {
+      cost_daily_by_agent   = "Cost per day and agent: calls, minutes, total credit, credit by type."
+      cost_monthly_by_agent = "Cost per calendar month and agent."
+    },
+  ]
+  view_sql_variables = { project = var.project_id, dataset = var.bigquery_dataset }
+}
+
+resource "google_bigquery_table" "views_1" {
   #checkov:skip=CKV_GCP_80:A view stores no data.
   #checkov:skip=CKV_GCP_121:A view stores no data; it is recreated from its SQL file.
+  for_each = local.view_waves[0]
+
   project             = var.project_id
   dataset_id          = google_bigquery_dataset.millis.dataset_id
-  table_id            = "calls"
-  description         = "One row per Millis session: the latest delivery. Read this, not call_events."
+  table_id            = each.key
+  description         = each.value
   deletion_protection = false
 
   view {
-    query          = templatefile("${local.schema_dir}/views/calls.sql", { project = var.project_id, dataset = var.bigquery_dataset })
+    query          = templatefile("${local.schema_dir}/views/${each.key}.sql", local.view_sql_variables)
     use_legacy_sql = false
   }
 
   depends_on = [google_bigquery_table.tables]
 }
 
-resource "google_bigquery_table" "view_call_costs" {
+resource "google_bigquery_table" "views_2" {
   #checkov:skip=CKV_GCP_80:A view stores no data.
   #checkov:skip=CKV_GCP_121:A view stores no data; it is recreated from its SQL file.
+  for_each = local.view_waves[1]
+
   project             = var.project_id
   dataset_id          = google_bigquery_dataset.millis.dataset_id
-  table_id            = "call_costs"
-  description         = "One row per call with the cost components as columns."
+  table_id            = each.key
+  description         = each.value
   deletion_protection = false
 
   view {
-    query          = templatefile("${local.schema_dir}/views/call_costs.sql", { project = var.project_id, dataset = var.bigquery_dataset })
+    query          = templatefile("${local.schema_dir}/views/${each.key}.sql", local.view_sql_variables)
     use_legacy_sql = false
   }
 
-  depends_on = [google_bigquery_table.view_calls]
+  depends_on = [google_bigquery_table.views_1]
 }
 
-resource "google_bigquery_table" "view_cost_daily_by_agent" {
+resource "google_bigquery_table" "views_3" {
   #checkov:skip=CKV_GCP_80:A view stores no data.
   #checkov:skip=CKV_GCP_121:A view stores no data; it is recreated from its SQL file.
+  for_each = local.view_waves[2]
+
   project             = var.project_id
   dataset_id          = google_bigquery_dataset.millis.dataset_id
-  table_id            = "cost_daily_by_agent"
-  description         = "Cost per day and agent: calls, minutes, total credit, credit by type."
+  table_id            = each.key
+  description         = each.value
   deletion_protection = false
 
   view {
-    query          = templatefile("${local.schema_dir}/views/cost_daily_by_agent.sql", { project = var.project_id, dataset = var.bigquery_dataset })
+    query          = templatefile("${local.schema_dir}/views/${each.key}.sql", local.view_sql_variables)
     use_legacy_sql = false
   }
 
-  depends_on = [google_bigquery_table.view_call_costs]
-}
-
-resource "google_bigquery_table" "view_cost_monthly_by_agent" {
-  #checkov:skip=CKV_GCP_80:A view stores no data.
-  #checkov:skip=CKV_GCP_121:A view stores no data; it is recreated from its SQL file.
-  project             = var.project_id
-  dataset_id          = google_bigquery_dataset.millis.dataset_id
-  table_id            = "cost_monthly_by_agent"
-  description         = "Cost per calendar month and agent."
-  deletion_protection = false
-
-  view {
-    query          = templatefile("${local.schema_dir}/views/cost_monthly_by_agent.sql", { project = var.project_id, dataset = var.bigquery_dataset })
-    use_legacy_sql = false
-  }
-
-  depends_on = [google_bigquery_table.view_call_costs]
-}
-
-resource "google_bigquery_table" "view_cost_by_provider" {
-  #checkov:skip=CKV_GCP_80:A view stores no data.
-  #checkov:skip=CKV_GCP_121:A view stores no data; it is recreated from its SQL file.
-  project             = var.project_id
-  dataset_id          = google_bigquery_dataset.millis.dataset_id
-  table_id            = "cost_by_provider"
-  description         = "Cost per day, agent, component type and provider."
-  deletion_protection = false
-
-  view {
-    query          = templatefile("${local.schema_dir}/views/cost_by_provider.sql", { project = var.project_id, dataset = var.bigquery_dataset })
-    use_legacy_sql = false
-  }
-
-  depends_on = [google_bigquery_table.view_calls]
+  depends_on = [google_bigquery_table.views_2]
 }

@@ -3,8 +3,11 @@ free ports, and a functions-framework app whose handler can be rebuilt per test.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -119,3 +122,28 @@ def make_client(
         return client
 
     return build
+
+
+@pytest.fixture
+def hanging_endpoint() -> Iterator[str]:
+    """host:port of a TCP server that accepts connections and never answers (fault injection)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(50)
+    server.settimeout(0.2)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                accepted.append(server.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    for connection in accepted:
+        connection.close()
+    server.close()

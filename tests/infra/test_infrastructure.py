@@ -109,12 +109,14 @@ def test_every_view_sql_comes_from_its_file() -> None:
     views = {
         name: body for name, body in resources("google_bigquery_table").items() if "view" in body
     }
-    sql_files = {path.stem for path in (ROOT / "service/schemas/views").glob("*.sql")}
-    assert {unquote(body["table_id"]) for body in views.values()} == sql_files
+    [waves] = [block["view_waves"] for block in terraform_blocks("locals") if "view_waves" in block]
+    names = {name for wave in waves for name in wave if not name.startswith("__")}
+    assert names == {path.stem for path in (ROOT / "service/schemas/views").glob("*.sql")}
+    assert len(views) == len(waves)
     for body in views.values():
-        query = body["view"][0]["query"]
-        assert query.startswith(
-            '${templatefile("${local.schema_dir}/views/' + unquote(body["table_id"]) + '.sql"'
+        assert body["table_id"] == "${each.key}"
+        assert body["view"][0]["query"] == (
+            '${templatefile("${local.schema_dir}/views/${each.key}.sql", local.view_sql_variables)}'
         )
         assert body["view"][0]["use_legacy_sql"] is False
 

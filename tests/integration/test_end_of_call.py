@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -171,46 +170,19 @@ def test_large_payload_within_the_limit_is_stored(
 
 
 @pytest.fixture
-def refusing_port() -> Iterator[int]:
-    """A port where nothing listens: every BigQuery call fails to connect."""
+def refusing_endpoint() -> Iterator[str]:
+    """host:port where nothing listens: every call fails to connect."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        yield sock.getsockname()[1]
+        yield f"127.0.0.1:{sock.getsockname()[1]}"
 
 
-@pytest.fixture
-def hanging_port() -> Iterator[int]:
-    """A server that accepts connections and never answers."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(50)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                accepted.append(server.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    stop.set()
-    thread.join()
-    for conn in accepted:
-        conn.close()
-    server.close()
-
-
-def bigquery_at(port: int, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", f"http://127.0.0.1:{port}")
+def bigquery_at(host_port: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", f"http://{host_port}")
     return make_bigquery_client(PROJECT)
 
 
-@pytest.mark.parametrize("fault", ["refusing_port", "hanging_port"])
+@pytest.mark.parametrize("fault", ["refusing_endpoint", "hanging_endpoint"])
 def test_bigquery_down_or_hanging_keeps_a_dead_letter_and_replay_lands_it(
     make_client: Any,
     bigquery_client: Any,
@@ -301,11 +273,11 @@ class BrokenFirestore:
 
 
 def test_both_stores_down_is_503_so_the_caller_retries(
-    make_client: Any, refusing_port: int, monkeypatch: pytest.MonkeyPatch
+    make_client: Any, refusing_endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = make_client(
         firestore=BrokenFirestore(),
-        bigquery=bigquery_at(refusing_port, monkeypatch),
+        bigquery=bigquery_at(refusing_endpoint, monkeypatch),
         bigquery_insert_timeout_seconds=0.5,
         profile_store=object(),
     )
