@@ -1,0 +1,260 @@
+"""Manage caller profiles: import from CSV or JSON Lines, export, and show what the prefetch
+webhook would answer.
+
+    uv run python scripts/profiles.py import callers.csv [--dry-run] [--merge] [--region GB]
+    uv run python scripts/profiles.py export [--format jsonl|csv] [--output FILE]
+    uv run python scripts/profiles.py show --agent AGENT_ID [--from NUMBER] [--to NUMBER] [--param k=v]
+
+Reads the service's environment (GOOGLE_CLOUD_PROJECT, FIRESTORE_DATABASE, PROFILES_COLLECTION,
+AGENTS_COLLECTION, DEFAULT_PHONE_REGION; FIRESTORE_EMULATOR_HOST for the emulator).
+
+Import: one row per caller. The `phone` column (or --id-column) holds the number, normalised to
+E.164 (the document id); every other non-empty column becomes a field. `agents` is a
+semicolon-separated list, `disabled` is true/false. In JSON Lines each line is an object with a
+`phone` key; nested maps are kept. Bad rows are reported with their line number and skipped;
+when a number appears twice, the later row wins and the earlier one is reported. Re-running the
+same file writes the same documents. Exit code 1 when any row was bad.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from service.config import get_settings
+from service.prefetch import PrefetchRequest, PrefetchService, normalise_phone
+from service.profiles import DocumentCache, ProfileStore, to_plain
+from service.profiles import make_client as firestore_client
+
+BATCH_SIZE = 500  # Firestore's limit of writes per batch
+
+
+@dataclass
+class ImportReport:
+    written: int = 0
+    problems: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
+
+    def summary(self, dry_run: bool) -> str:
+        verb = "would write" if dry_run else "wrote"
+        lines = [f"{verb} {self.written} profiles, {len(self.problems)} rows reported"]
+        lines += [f"  line {line}: {reason}" for line, reason in self.problems]
+        return "\n".join(lines)
+
+
+def _csv_rows(handle: TextIO) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    reader = csv.DictReader(handle)
+    for row in reader:
+        if None in row:
+            yield reader.line_num, "more cells than header columns"
+            continue
+        fields: dict[str, Any] = {
+            key: value.strip() for key, value in row.items() if key and value and value.strip()
+        }
+        if "agents" in fields:
+            fields["agents"] = [
+                agent.strip() for agent in fields["agents"].split(";") if agent.strip()
+            ]
+        if "disabled" in fields:
+            flag = fields["disabled"].lower()
+            if flag not in ("true", "false"):
+                yield reader.line_num, "disabled must be true or false"
+                continue
+            fields["disabled"] = flag == "true"
+        yield reader.line_num, fields
+
+
+def _jsonl_rows(handle: TextIO) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    for number, line in enumerate(handle, start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError:
+            yield number, "not valid JSON"
+            continue
+        yield (number, value) if isinstance(value, dict) else (number, "not a JSON object")
+
+
+def read_profiles(
+    path: Path, id_column: str, region: str
+) -> tuple[dict[str, dict[str, Any]], ImportReport]:
+    """E.164 number -> fields, and the rows that could not be used."""
+    report = ImportReport()
+    profiles: dict[str, dict[str, Any]] = {}
+    first_line: dict[str, int] = {}
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        rows = _jsonl_rows(handle) if path.suffix in (".jsonl", ".ndjson") else _csv_rows(handle)
+        for line, row in rows:
+            if isinstance(row, str):
+                report.problems.append((line, row))
+                continue
+            raw = row.pop(id_column, None)
+            number = normalise_phone(str(raw), region) if raw not in (None, "") else None
+            if number is None:
+                report.problems.append((line, f"{id_column} is missing or not a phone number"))
+                continue
+            if number in first_line:
+                report.problems.append(
+                    (
+                        first_line[number],
+                        f"{number} appears again on line {line}; the later row wins",
+                    )
+                )
+            first_line[number] = line
+            profiles[number] = row
+    report.problems.sort()
+    return profiles, report
+
+
+def import_profiles(
+    client: Any,
+    path: Path,
+    *,
+    collection: str = "profiles",
+    id_column: str = "phone",
+    region: str = "US",
+    dry_run: bool = False,
+    merge: bool = False,
+) -> ImportReport:
+    profiles, report = read_profiles(path, id_column, region)
+    report.written = len(profiles)
+    if dry_run:
+        return report
+    items = list(profiles.items())
+    for start in range(0, len(items), BATCH_SIZE):
+        batch = client.batch()
+        for number, fields in items[start : start + BATCH_SIZE]:
+            batch.set(client.collection(collection).document(number), fields, merge=merge)
+        batch.commit()
+    return report
+
+
+def export_profiles(
+    client: Any, output: TextIO, *, collection: str = "profiles", fmt: str = "jsonl"
+) -> int:
+    rows = [
+        {"phone": snapshot.id, **to_plain(snapshot.to_dict() or {})}
+        for snapshot in client.collection(collection).stream()
+    ]
+    if fmt == "jsonl":
+        for row in rows:
+            output.write(json.dumps(row, ensure_ascii=False) + "\n")
+    else:
+        columns = sorted({key for row in rows for key in row} - {"phone"})
+        writer = csv.DictWriter(output, ["phone", *columns])
+        writer.writeheader()
+        for row in rows:
+            if isinstance(row.get("agents"), list):
+                row["agents"] = ";".join(row["agents"])
+            writer.writerow(
+                {
+                    key: json.dumps(value) if isinstance(value, dict | list) else value
+                    for key, value in row.items()
+                }
+            )
+    return len(rows)
+
+
+def show_answer(
+    client: Any,
+    agent_id: str,
+    from_number: str | None,
+    to_number: str | None,
+    params: dict[str, str],
+) -> dict[str, Any]:
+    """What the prefetch webhook answers for this call, from the same code the service runs."""
+    settings = get_settings()
+    store = ProfileStore(
+        client,
+        profiles_collection=settings.profiles_collection,
+        agents_collection=settings.agents_collection,
+        cache=DocumentCache(0, 0, 0),
+    )
+    service = PrefetchService(
+        store,
+        deadline_seconds=max(settings.prefetch_deadline_ms / 1000, 5.0),
+        default_format=settings.prefetch_response_format,
+        default_region=settings.default_phone_region,
+        default_lookup_key=settings.prefetch_lookup_key,
+    )
+    answer = service.answer(
+        PrefetchRequest(agent_id, "profiles-show", from_number, to_number, params)
+    )
+    return {"answer": answer.body, "profile_found": answer.profile_found}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    importing = commands.add_parser("import", help="import profiles from CSV or JSON Lines")
+    importing.add_argument("file", type=Path)
+    importing.add_argument("--id-column", default="phone")
+    importing.add_argument(
+        "--region", default=None, help="region of national numbers (default DEFAULT_PHONE_REGION)"
+    )
+    importing.add_argument(
+        "--dry-run", action="store_true", help="validate and report, write nothing"
+    )
+    importing.add_argument(
+        "--merge",
+        action="store_true",
+        help="merge into existing documents instead of replacing them",
+    )
+    exporting = commands.add_parser("export", help="export every profile")
+    exporting.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    exporting.add_argument("--output", type=Path)
+    showing = commands.add_parser("show", help="print what the prefetch webhook would answer")
+    showing.add_argument("--agent", required=True)
+    showing.add_argument("--from", dest="from_number")
+    showing.add_argument("--to", dest="to_number")
+    showing.add_argument("--param", action="append", default=[], help="call metadata, key=value")
+    args = parser.parse_args(argv)
+
+    settings = get_settings()
+    client = firestore_client(settings.google_cloud_project, settings.firestore_database)
+    if args.command == "import":
+        report = import_profiles(
+            client,
+            args.file,
+            collection=settings.profiles_collection,
+            id_column=args.id_column,
+            region=args.region or settings.default_phone_region,
+            dry_run=args.dry_run,
+            merge=args.merge,
+        )
+        print(report.summary(args.dry_run))
+        return 1 if report.problems else 0
+    if args.command == "export":
+        target = (
+            args.output.open("w", newline="") if args.output else contextlib.nullcontext(sys.stdout)
+        )
+        with target as output:
+            count = export_profiles(
+                client, output, collection=settings.profiles_collection, fmt=args.format
+            )
+        print(f"exported {count} profiles", file=sys.stderr)
+        return 0
+    params = dict(item.split("=", 1) for item in args.param if "=" in item)
+    print(
+        json.dumps(
+            show_answer(client, args.agent, args.from_number, args.to_number, params),
+            indent=2,
+            ensure_ascii=False,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

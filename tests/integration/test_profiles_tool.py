@@ -1,0 +1,137 @@
+"""scripts/profiles.py against the Firestore emulator."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from profiles import export_profiles, import_profiles, show_answer
+
+
+def documents(client: Any, collection: str = "profiles") -> dict[str, dict[str, Any]]:
+    return {snap.id: snap.to_dict() for snap in client.collection(collection).stream()}
+
+
+CSV = """phone,name,tier,agents,disabled,extra_prompt
++1 (555) 123-4567,John Doe,gold,agent-1;agent-2,false,Caller {name}
+555.987.6543,Jane Roe,,,,
+not a number,Nobody,,,,
+,Empty,,,,
++15551234567,John Again,platinum,,,
+07700 900123,UK national,,,maybe,
+"""
+
+
+def test_csv_import_normalises_numbers_and_reports_bad_rows(
+    clean_firestore: Any, tmp_path: Path
+) -> None:
+    path = tmp_path / "callers.csv"
+    path.write_text(CSV)
+    report = import_profiles(clean_firestore, path, region="US")
+    assert report.written == 2
+    assert report.problems == [
+        (2, "+15551234567 appears again on line 6; the later row wins"),
+        (4, "phone is missing or not a phone number"),
+        (5, "phone is missing or not a phone number"),
+        (7, "disabled must be true or false"),
+    ]
+    assert documents(clean_firestore) == {
+        "+15551234567": {"name": "John Again", "tier": "platinum"},
+        "+15559876543": {"name": "Jane Roe"},
+    }
+
+
+def test_csv_lists_and_flags(clean_firestore: Any, tmp_path: Path) -> None:
+    path = tmp_path / "one.csv"
+    path.write_text("phone,name,agents,disabled\n+15551234567,Ann,agent-1; agent-2,TRUE\n")
+    import_profiles(clean_firestore, path)
+    assert documents(clean_firestore)["+15551234567"] == {
+        "name": "Ann",
+        "agents": ["agent-1", "agent-2"],
+        "disabled": True,
+    }
+
+
+def test_jsonl_import_keeps_nested_maps_and_reports_bad_lines(
+    clean_firestore: Any, tmp_path: Path
+) -> None:
+    path = tmp_path / "callers.jsonl"
+    path.write_text(
+        '{"phone": "+447700900123", "name": "Jane", "address": {"city": "London"}}\n'
+        "{not json}\n"
+        "[1, 2]\n"
+        "\n"
+        '{"phone": "07700 900124", "name": "National"}\n'
+    )
+    report = import_profiles(clean_firestore, path, region="GB")
+    assert report.problems == [(2, "not valid JSON"), (3, "not a JSON object")]
+    assert documents(clean_firestore) == {
+        "+447700900123": {"name": "Jane", "address": {"city": "London"}},
+        "+447700900124": {"name": "National"},
+    }
+
+
+def test_dry_run_writes_nothing(clean_firestore: Any, tmp_path: Path) -> None:
+    path = tmp_path / "callers.csv"
+    path.write_text(CSV)
+    report = import_profiles(clean_firestore, path, dry_run=True)
+    assert report.written == 2 and documents(clean_firestore) == {}
+
+
+def test_reimport_is_idempotent_and_batches_past_500(clean_firestore: Any, tmp_path: Path) -> None:
+    path = tmp_path / "many.csv"
+    path.write_text("phone,name\n" + "".join(f"+1555{i:07d},Caller {i}\n" for i in range(1, 1201)))
+    first = import_profiles(clean_firestore, path)
+    snapshot = documents(clean_firestore)
+    second = import_profiles(clean_firestore, path)
+    assert first.written == second.written == 1200 and not first.problems
+    assert documents(clean_firestore) == snapshot and len(snapshot) == 1200
+
+
+def test_merge_keeps_fields_not_in_the_file(clean_firestore: Any, tmp_path: Path) -> None:
+    clean_firestore.collection("profiles").document("+15551234567").set(
+        {"name": "Old", "note": "kept"}
+    )
+    path = tmp_path / "update.csv"
+    path.write_text("phone,name\n+15551234567,New\n")
+    import_profiles(clean_firestore, path, merge=True)
+    assert documents(clean_firestore)["+15551234567"] == {"name": "New", "note": "kept"}
+    import_profiles(clean_firestore, path)
+    assert documents(clean_firestore)["+15551234567"] == {"name": "New"}
+
+
+def test_export_then_import_round_trips(clean_firestore: Any, tmp_path: Path) -> None:
+    clean_firestore.collection("profiles").document("+15551234567").set(
+        {"name": "Ann", "agents": ["a"], "address": {"city": "Paris"}, "balance": 3}
+    )
+    exported = io.StringIO()
+    assert export_profiles(clean_firestore, exported) == 1
+    before = documents(clean_firestore)
+    path = tmp_path / "export.jsonl"
+    path.write_text(exported.getvalue())
+    clean_firestore.collection("profiles").document("+15551234567").delete()
+    import_profiles(clean_firestore, path)
+    assert documents(clean_firestore) == before
+    as_csv = io.StringIO()
+    export_profiles(clean_firestore, as_csv, fmt="csv")
+    assert as_csv.getvalue().splitlines()[0] == "phone,address,agents,balance,name"
+
+
+@pytest.mark.parametrize("params", [{}, {"campaign": "winter"}])
+def test_show_prints_what_the_webhook_answers(
+    make_client: Any, clean_firestore: Any, monkeypatch: pytest.MonkeyPatch, params: dict[str, str]
+) -> None:
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "test-millis")
+    clean_firestore.collection("agents").document("agent-1").set(
+        {"company": "Acme", "extra_prompt": "For {company}, campaign {campaign}."}
+    )
+    clean_firestore.collection("profiles").document("+15551234567").set({"name": "Ann"})
+    shown = show_answer(clean_firestore, "agent-1", "+1 555 123 4567", None, params)
+    query = {"agent_id": "agent-1", "session_id": "s", "from": "+15551234567", **params}
+    served = make_client().get("/prefetch?" + urlencode(query)).get_json()
+    assert shown == {"answer": served, "profile_found": True}
+    assert json.dumps(shown)
