@@ -25,6 +25,7 @@ from service.telemetry import (
     configure_tracing,
     request_span,
     shutdown_tracing,
+    tracer,
 )
 
 if TYPE_CHECKING:
@@ -166,7 +167,7 @@ class WebhookHandler:
             metadata={k: v for k, v in parameters.items() if k not in CALL_PARAMETERS},
         )
         try:
-            with span_child("firestore.read"):
+            with tracer.start_as_current_span("firestore.read"):
                 answer = self.prefetch.answer(prefetch_request)
         except Exception as exc:  # the caller is waiting: answer empty rather than stop the call
             log.error("prefetch failed; answered {}", extra={"error_type": type(exc).__name__})
@@ -209,14 +210,23 @@ class WebhookHandler:
         limit = self.settings.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             raise HttpError(413, "body_too_large", f"the body is limited to {limit} bytes")
+        self._check_query_limits(request)
+        body: list[
+            bytes
+        ] = []  # read once, and only after a token check passed or to verify a signature
+
+        def read_body() -> bytes:
+            if not body:
+                body.append(self._read_body(request, limit))
+            return body[0]
+
+        self._authenticate(request, read_body)
         mimetype = request.mimetype
         if mimetype not in JSON_CONTENT_TYPES and not mimetype.endswith("+json"):
             raise HttpError(415, "unsupported_media_type", "send the payload as application/json")
-        body = self._read_body(request, limit)
-        self._authenticate(request, lambda: body)
 
         try:
-            raw = json.loads(body, parse_constant=_reject_constant)
+            raw = json.loads(read_body(), parse_constant=_reject_constant)
         except (ValueError, RecursionError):
             raise HttpError(400, "invalid_json", "the body is not valid JSON") from None
         try:
@@ -238,7 +248,7 @@ class WebhookHandler:
             store_agent_config=self.settings.store_agent_config == "redacted",
         )
         try:
-            with span_child("bigquery.insert"):
+            with tracer.start_as_current_span("bigquery.insert"):
                 outcome = insert_or_dead_letter(row, sink, dead_letters)
         except StoresUnavailable:
             span.set_attribute("outcome", "storage_unavailable")
@@ -315,12 +325,6 @@ class WebhookHandler:
 
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
-
-
-def span_child(name: str) -> Any:
-    from service.telemetry import tracer
-
-    return tracer.start_as_current_span(name)
 
 
 def build_handler(settings: Settings) -> WebhookHandler:

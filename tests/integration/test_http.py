@@ -65,6 +65,8 @@ def test_webhooks_require_the_token_when_configured(make_client: Any) -> None:
     refused = client.post("/end-of-call", json=current_payload("s"))
     assert (refused.status_code, refused.get_json()["error"]) == (401, "unauthenticated")
     assert refused.headers["WWW-Authenticate"] == "Bearer"
+    # strangers learn nothing about the payload rules: the token is checked first
+    assert client.post("/end-of-call", data="x", content_type="text/plain").status_code == 401
     assert client.get("/healthz").status_code == 200
 
 
