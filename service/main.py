@@ -40,6 +40,9 @@ log = logging.getLogger("service")
 JSON_CONTENT_TYPES = ("application/json", "application/cloudevents+json")
 MAX_QUERY_KEY_CHARS = 128
 MAX_QUERY_STRING_CHARS = 64 * 1024
+# Millis payloads nest a few levels; BigQuery refuses JSON deeper than 500 and Firestore maps
+# deeper than 20, so a deep body is refused here rather than kept as a dead letter forever.
+MAX_JSON_DEPTH = 32
 
 
 class HttpError(Exception):
@@ -229,6 +232,10 @@ class WebhookHandler:
             raw = json.loads(read_body(), parse_constant=_reject_constant)
         except (ValueError, RecursionError):
             raise HttpError(400, "invalid_json", "the body is not valid JSON") from None
+        if nesting_depth(raw) > MAX_JSON_DEPTH:
+            raise HttpError(
+                400, "payload_too_deep", f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
+            )
         try:
             payload = parse_payload(raw)
         except InvalidPayload as exc:
@@ -321,6 +328,19 @@ class WebhookHandler:
                 log.error("webhook refused: " + failure.message, extra={"error": failure.error})
             headers = {"WWW-Authenticate": "Bearer"} if failure.status == 401 else None
             raise HttpError(failure.status, failure.error, failure.message, headers)
+
+
+def nesting_depth(value: Any) -> int:
+    """Depth of nested lists and objects, without recursion (the input is the caller's)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return deepest
 
 
 def _reject_constant(name: str) -> None:

@@ -128,7 +128,9 @@ def build_document() -> dict[str, Any]:
                                 }
                             },
                         },
-                        "400": _error("Invalid JSON, or not a Millis end-of-call payload."),
+                        "400": _error(
+                            "Invalid JSON, nested too deep, or not a Millis end-of-call payload."
+                        ),
                         "413": _error("Body larger than MAX_BODY_BYTES."),
                         "415": _error("Content-Type is not application/json."),
                         **auth_errors,

@@ -127,11 +127,7 @@ class PrefetchService:
 
         # After an agent's first call its document is cached: its lookup key and own numbers are
         # known before the read, which then fetches only the caller's candidate profiles.
-        cached_agent = (
-            self.store.cache.get(agent_key, self.store.cache.stale_seconds)[1]
-            if agent_id_ok
-            else None
-        )
+        cached_agent = self.store.last_known(agent_key) if agent_id_ok else None
         lookup_id = self._lookup_id(cached_agent, request.metadata)
         own_numbers = self._own_numbers(cached_agent or {})
         keys: list[DocumentKey] = [agent_key] if agent_id_ok else []

@@ -128,6 +128,10 @@ class ProfileStore:
         }
         self.cache = cache
 
+    def last_known(self, key: DocumentKey) -> Document:
+        """The cached document, however old (within the stale window), without any I/O."""
+        return self.cache.get(key, self.cache.stale_seconds)[1]
+
     def read(self, keys: Iterable[DocumentKey], timeout: float) -> ReadResult:
         """Read documents in one round trip; answer within `timeout` seconds whatever happens.
 

@@ -127,6 +127,11 @@ def test_unicode_and_a_500_message_transcript(
         (b'{"agent_id": "a"}', 400, "invalid_payload"),
         (b'{"session_id": "s", "chat": "{broken"}', 400, "invalid_payload"),
         (b"\xff\xfe\x00garbage", 400, "invalid_json"),
+        (
+            b'{"session_id": "s", "metadata": ' + b'{"a": ' * 40 + b"1" + b"}" * 41,
+            400,
+            "payload_too_deep",
+        ),
     ],
 )
 def test_bad_bodies_get_a_clear_400(make_client: Any, body: bytes, status: int, error: str) -> None:
