@@ -6,7 +6,8 @@
 Creates a profile for a fictitious number (555-01xx range), calls the prefetch webhook and
 checks the profile comes back, posts an end-of-call payload and polls BigQuery until the row
 arrives, then deletes the profile. Prints PASS or FAIL; exit code 0 only on PASS. Uses your
-Application Default Credentials for Firestore and BigQuery.
+Application Default Credentials for Firestore and BigQuery (or the emulators named by
+FIRESTORE_EMULATOR_HOST and BIGQUERY_EMULATOR_HOST, as in its test).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     from google.cloud import bigquery
 
     from service.profiles import make_client as firestore_client
+    from service.sink import make_client as bigquery_client
 
     base = args.url.rstrip("/")
     headers = {"Authorization": f"Bearer {args.token}"}
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         elif stored.json().get("status") != "inserted":
             failures.append(f"end-of-call: {stored.json()} (BigQuery did not take it at once)")
 
-        client = bigquery.Client(project=args.project)
+        client = bigquery_client(args.project)
         sql = f"SELECT session_id FROM `{args.project}.{args.dataset}.call_events` WHERE session_id = @id"
         config = bigquery.QueryJobConfig(
             query_parameters=[bigquery.ScalarQueryParameter("id", "STRING", session_id)]
