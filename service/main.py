@@ -4,6 +4,7 @@ and JSON errors. The webhook logic lives in service.prefetch and service.end_of_
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import logging
 import threading
@@ -214,15 +215,8 @@ class WebhookHandler:
         if request.content_length is not None and request.content_length > limit:
             raise HttpError(413, "body_too_large", f"the body is limited to {limit} bytes")
         self._check_query_limits(request)
-        body: list[
-            bytes
-        ] = []  # read once, and only after a token check passed or to verify a signature
-
-        def read_body() -> bytes:
-            if not body:
-                body.append(self._read_body(request, limit))
-            return body[0]
-
+        # Read once, and only after the token check passed (or to verify a signature).
+        read_body = functools.cache(functools.partial(self._read_body, request, limit))
         self._authenticate(request, read_body)
         mimetype = request.mimetype
         if mimetype not in JSON_CONTENT_TYPES and not mimetype.endswith("+json"):

@@ -175,3 +175,19 @@ def test_invalid_configuration_stops_start_up_naming_the_variable() -> None:
     output, _ = process.communicate(timeout=30)
     assert process.returncode != 0
     assert b"PREFETCH_DEADLINE_MS" in output
+
+
+def test_signed_end_of_call_is_accepted_without_a_token(make_client: Any, dataset: str) -> None:
+    from tests.unit.test_auth import SIGNING_SECRET, signed_headers
+
+    client = make_client(
+        webhook_tokens="tok-1", webhook_signing_secrets=SIGNING_SECRET, bigquery_dataset=dataset
+    )
+    body = json.dumps(current_payload("signed-1")).encode()
+    headers = {**signed_headers(body), "Content-Type": "application/json"}
+    accepted = client.post("/end-of-call", data=body, headers=headers)
+    assert accepted.get_json() == {"status": "inserted", "session_id": "signed-1"}
+    tampered = client.post(
+        "/end-of-call", data=body.replace(b"signed-1", b"signed-2"), headers=headers
+    )
+    assert (tampered.status_code, tampered.get_json()["error"]) == (401, "invalid_signature")
