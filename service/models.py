@@ -31,7 +31,7 @@ MAX_CREDIT = 1e12
 class _Tolerant(BaseModel):
     """Unknown fields are kept (Millis adds fields), never rejected."""
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    model_config = ConfigDict(extra="allow", populate_by_name=True, coerce_numbers_to_str=True)
 
 
 class ChatMessage(_Tolerant):
@@ -48,11 +48,6 @@ class ChatMessage(_Tolerant):
         if value is None or isinstance(value, str):
             return value
         return json.dumps(value, ensure_ascii=False)
-
-    @field_validator("tool_call_id", "name", mode="before")
-    @classmethod
-    def _id_as_text(cls, value: Any) -> Any:
-        return str(value) if isinstance(value, int | float) else value
 
 
 class CostItem(_Tolerant):
@@ -123,13 +118,6 @@ class EndOfCallPayload(_Tolerant):
     call_status: str | None = Field(None, max_length=256)
     error_message: str | None = None
 
-    @field_validator("session_id", "call_id", "agent_id", mode="before")
-    @classmethod
-    def _ids_as_text(cls, value: Any) -> Any:
-        if isinstance(value, bool):
-            return value  # let validation reject it
-        return str(value) if isinstance(value, int) else value
-
     @field_validator("session_id")
     @classmethod
     def _not_blank(cls, value: str) -> str:
@@ -137,18 +125,32 @@ class EndOfCallPayload(_Tolerant):
             raise ValueError("must not be blank")
         return value
 
-    @field_validator("chat", mode="before")
+    @field_validator(
+        "chat",
+        "cost_breakdown",
+        "function_calls",
+        "voip",
+        "metadata",
+        "agent_config",
+        mode="before",
+    )
     @classmethod
-    def _chat_from_json_text(cls, value: Any) -> Any:
+    def _structure_from_json_text(cls, value: Any) -> Any:
+        # The current format sends chat as JSON text; accept the same for every structured field.
+        if not isinstance(value, str):
+            return value
+        if not value.strip():
+            return None
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise ValueError("text, but not valid JSON") from None
+
+    @field_validator("recording", mode="before")
+    @classmethod
+    def _recording_from_url(cls, value: Any) -> Any:
         if isinstance(value, str):
-            if not value.strip():
-                return []
-            try:
-                value = json.loads(value)
-            except ValueError:
-                raise ValueError("chat is text but not valid JSON") from None
-            if value is None:
-                return None
+            return {"recording_url": value} if value.strip() else None
         return value
 
     @field_validator("ts", mode="before")
@@ -174,16 +176,6 @@ class EndOfCallPayload(_Tolerant):
     def _whole_chars(cls, value: Any) -> Any:
         if isinstance(value, float) and math.isfinite(value):
             return round(value)
-        return value
-
-    @field_validator("metadata", "agent_config", mode="before")
-    @classmethod
-    def _object_from_json_text(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            try:
-                value = json.loads(value) if value.strip() else None
-            except ValueError:
-                raise ValueError("expected an object or JSON text of one") from None
         return value
 
     @field_validator("error_message", mode="before")

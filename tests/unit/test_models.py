@@ -109,8 +109,35 @@ def test_non_object_bodies_are_rejected(body: object) -> None:
         parse_payload(body)
 
 
-def test_empty_chat_text_is_an_empty_transcript() -> None:
-    assert parse_payload(current_payload(chat="")).chat == []
+def test_empty_chat_text_is_no_transcript() -> None:
+    assert parse_payload(current_payload(chat="")).chat is None
+    assert parse_payload(current_payload(chat="[]")).chat == []
+
+
+def test_structured_fields_are_accepted_as_json_text() -> None:
+    raw = current_payload(
+        cost_breakdown=json.dumps([{"type": "llm", "credit": 0.5, "provider": "openai"}]),
+        function_calls=json.dumps([{"name": "f", "params": {"a": 1}}]),
+        voip=json.dumps({"from": "+15551234567", "to": "+15550001111"}),
+        metadata=json.dumps({"k": "v"}),
+        recording="https://recordings.example.com/r.wav",
+    )
+    payload = parse_payload(raw)
+    assert [c.credit for c in payload.cost_breakdown or []] == [0.5]
+    assert (payload.function_calls or [])[0].params == {"a": 1}
+    assert payload.voip is not None and payload.voip.to_number == "+15550001111"
+    assert payload.metadata == {"k": "v"}
+    assert payload.recording is not None
+    assert payload.recording.recording_url == "https://recordings.example.com/r.wav"
+
+
+def test_numbers_where_text_is_expected_are_kept_as_text() -> None:
+    raw = current_payload(voip={"from": 15551234567, "to": 15550001111}, call_status=3)
+    raw["chat"] = [{"role": "tool", "content": "ok", "tool_call_id": 7, "name": "f"}]
+    payload = parse_payload(raw)
+    assert payload.voip is not None and payload.voip.from_number == "15551234567"
+    assert payload.call_status == "3"
+    assert (payload.chat or [])[0].tool_call_id == "7"
 
 
 def test_structured_message_content_is_kept_as_json_text() -> None:
