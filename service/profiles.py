@@ -16,10 +16,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Literal
 
-from google.api_core import exceptions as google_exceptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore
-from google.cloud.firestore_v1 import _helpers as firestore_helpers
 
 Kind = Literal["profile", "agent"]
 DocumentKey = tuple[Kind, str]
@@ -138,6 +136,9 @@ class ProfileStore:
         The read runs in the request's thread with a gRPC deadline of `timeout`: gRPC enforces it
         on connecting, on credentials and on the stream (a thread hand-off per request cost about
         a quarter of a millisecond and a tenth of the throughput in scripts/bench_prefetch.py).
+        One BatchGetDocuments call for every document, even a single one: the unary GetDocument
+        was cheaper for documents that exist but made a missing one (a fifth of callers) cost the
+        emulator three times as much, and tripled p99 in scripts/bench_prefetch.py.
         """
         result = ReadResult()
         missing: list[DocumentKey] = []
@@ -171,32 +172,7 @@ class ProfileStore:
                 result.unavailable.add(key)
         return result
 
-    def _get_one(self, key: DocumentKey, timeout: float) -> Document:
-        """One document through the unary GetDocument RPC.
-
-        The library reads even a single document with the streaming BatchGetDocuments call; the
-        unary call costs about 40 % less client CPU (scripts/bench_prefetch.py), and one document is
-        the usual case once the agent is cached. It uses the client's own stub and value decoder.
-        """
-        kind, document_id = key
-        reference = self.client.collection(self.collections[kind]).document(document_id)
-        try:
-            document = self.client._firestore_api.get_document(
-                request={"name": reference._document_path},
-                metadata=self.client._rpc_metadata,
-                retry=None,
-                timeout=timeout,
-            )
-        except google_exceptions.NotFound:
-            return None
-        return to_plain(firestore_helpers.decode_dict(document.fields, self.client))  # type: ignore[no-any-return]
-
     def _get_all(self, keys: list[DocumentKey], timeout: float) -> dict[DocumentKey, Document]:
-        if len(keys) == 1:
-            try:
-                return {keys[0]: self._get_one(keys[0], timeout)}
-            except AttributeError:  # a client without the GAPIC stub (a test double)
-                pass
         references = {}
         for kind, document_id in keys:
             reference = self.client.collection(self.collections[kind]).document(document_id)

@@ -217,7 +217,7 @@ def test_firestore_special_values_are_json_safe(make_client: Any, clean_firestor
     )
     client = make_client(profile_cache_ttl_seconds=0)
     # first call: agent and profile in one batched read; second: the agent is cached and the
-    # profile alone comes through the single-document read
+    # profile alone is read
     first = prefetch(client, **{"from": "+15551234567"})
     response = prefetch(client, **{"from": "+15551234567"})
     assert first.get_json() == response.get_json()
