@@ -128,9 +128,11 @@ def load(
     batch: list[dict[str, Any]] = []
 
     def flush() -> None:
-        if not batch or dry_run:
-            report.inserted += len(batch) if dry_run else 0
+        if dry_run:
+            report.inserted += len(batch)  # counted as "would insert"
             batch.clear()
+            return
+        if not batch:
             return
         try:
             errors = {

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -196,7 +195,3 @@ def call_load(
         with ThreadPoolExecutor(concurrency) as pool:
             list(pool.map(one, range(count)))
     return Result(name, concurrency, latencies, errors, time.monotonic() - started)
-
-
-def median(values: Sequence[float]) -> float:
-    return statistics.median(values)

@@ -28,6 +28,13 @@ MAX_DURATION_SECONDS = 10_000_000
 MAX_CREDIT = 1e12
 
 
+def _as_json_text(value: Any) -> Any:
+    """Text stays text; anything structured is kept as its JSON text."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
 class _Tolerant(BaseModel):
     """Unknown fields are kept (Millis adds fields), never rejected."""
 
@@ -45,9 +52,7 @@ class ChatMessage(_Tolerant):
     @classmethod
     def _content_as_text(cls, value: Any) -> Any:
         # Some messages carry structured content (a list of parts); keep it, as JSON text.
-        if value is None or isinstance(value, str):
-            return value
-        return json.dumps(value, ensure_ascii=False)
+        return _as_json_text(value)
 
 
 class CostItem(_Tolerant):
@@ -181,9 +186,7 @@ class EndOfCallPayload(_Tolerant):
     @field_validator("error_message", mode="before")
     @classmethod
     def _error_as_text(cls, value: Any) -> Any:
-        if value is None or isinstance(value, str):
-            return value
-        return json.dumps(value, ensure_ascii=False)
+        return _as_json_text(value)
 
 
 def detect_format(raw: dict[str, Any]) -> PayloadFormat:
@@ -193,21 +196,6 @@ def detect_format(raw: dict[str, Any]) -> PayloadFormat:
     if CURRENT_ONLY_FIELDS & raw.keys():
         return "current"
     return "original"
-
-
-class PrefetchQuery(BaseModel):
-    """The prefetch webhook's query parameters; every other parameter is call metadata."""
-
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
-
-    agent_id: str = Field(min_length=1, max_length=256, description="Millis agent id.")
-    session_id: str = Field(min_length=1, max_length=256, description="Millis session id.")
-    from_number: str | None = Field(
-        None, alias="from", max_length=64, description="Phone number (phone calls only)."
-    )
-    to_number: str | None = Field(
-        None, alias="to", max_length=64, description="Phone number (phone calls only)."
-    )
 
 
 class PrefetchResponseCurrent(BaseModel):

@@ -97,15 +97,10 @@ class DocumentCache:
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
 
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
 
 @dataclass
 class ReadResult:
     documents: dict[DocumentKey, Document] = field(default_factory=dict)
-    unavailable: set[DocumentKey] = field(default_factory=set)  # neither Firestore nor cache had it
     from_cache: int = 0
     failure: str = ""  # "timeout" or the exception type when Firestore did not answer
 
@@ -163,13 +158,11 @@ class ProfileStore:
                 self.cache.put(key, document)
                 result.documents[key] = document
             return result
-        for key in missing:
+        for key in missing:  # what neither Firestore nor the cache has stays absent
             hit, document = self.cache.get(key, self.cache.stale_seconds)
             if hit:
                 result.documents[key] = document
                 result.from_cache += 1
-            else:
-                result.unavailable.add(key)
         return result
 
     def _get_all(self, keys: list[DocumentKey], timeout: float) -> dict[DocumentKey, Document]:
