@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -375,3 +376,36 @@ def test_one_batched_read_per_request(make_client: Any, clean_firestore: Any) ->
     client = make_client(profile_store=store_for(CountingFirestore(clean_firestore)))
     prefetch(client, **{"from": "+15551234567", "to": "+15550009999"})
     assert CountingFirestore.calls == 1
+
+
+def test_concurrent_requests_share_reads_and_each_gets_its_own_caller(
+    make_client: Any, clean_firestore: Any
+) -> None:
+    put(clean_firestore, "agents", AGENT, {"company": "Acme"})
+    numbers = [f"+1555000{index:04d}" for index in range(24)]
+    for number in numbers[:20]:  # the last four callers are unknown
+        put(clean_firestore, "profiles", number, {"name": f"Caller {number[-4:]}"})
+
+    class SlowFirestore(SwitchableFirestore):
+        """The real emulator, 20 ms slower per call: requests overlap as they would under load."""
+
+        calls = 0
+
+        def get_all(self, references: list[Any], **kwargs: Any) -> Any:
+            SlowFirestore.calls += 1
+            time.sleep(0.02)
+            return super().get_all(references, **kwargs)
+
+    client = make_client(profile_store=store_for(SlowFirestore(clean_firestore)))
+    prefetch(client)  # the agent's document is cached from here on
+    SlowFirestore.calls = 0
+    with ThreadPoolExecutor(len(numbers)) as pool:
+        responses = list(
+            pool.map(lambda number: prefetch(client, **{"from": number}).get_json(), numbers)
+        )
+    for number, body in zip(numbers, responses, strict=True):
+        expected = {"company": "Acme"}
+        if number in numbers[:20]:
+            expected["name"] = f"Caller {number[-4:]}"
+        assert body == {"metadata": expected}
+    assert SlowFirestore.calls < len(numbers) / 2
