@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchlib import Result, Server, call_load, http_load, print_table
+from benchlib import Result, Server, Summary, call_load, http_load, print_table
 from emulators import free_port, start_firestore
 
 PROJECT = "bench-millis"
@@ -68,8 +68,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--profiles", type=int, default=10_000)
-    parser.add_argument("--requests", type=int, default=3000, help="per target at c=1 (x3 at c=64)")
-    parser.add_argument("--rounds", type=int, default=3, help="rotated rounds; the median is shown")
+    parser.add_argument(
+        "--requests", type=int, default=5000, help="per target at c=1, over all rounds (x2 at c=64)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="rotated rounds; each statistic is their median"
+    )
     parser.add_argument(
         "--warm-up", type=int, default=3000, help="requests per target before measuring"
     )
@@ -128,8 +132,8 @@ def main() -> None:
         call_load("warm-up", direct_get_all, args.warm_up, 64)
         call_load("warm-up", direct_get_all_three, args.warm_up, 64)
 
-        # Rotated rounds, median round per target: the emulator warms up and the machine is
-        # shared, so no target may always run first or last.
+        # Rotated rounds, each statistic the median of its rounds: the emulator warms up and the
+        # machine is shared, so no target may always run first or last, nor one bad round count.
         direct = {
             "direct get_all [agent, from, to]": direct_get_all_three,
             "direct get_all [from]": direct_get_all,
@@ -146,19 +150,17 @@ def main() -> None:
             return http_load(name, served[name], prefetch_requests(count), concurrency)
 
         names = [*direct, *served]
-        results: list[Result] = []
-        for concurrency, count in ((1, args.requests), (64, args.requests * 3)):
+        results: list[Summary] = []
+        for concurrency, count in ((1, args.requests), (64, args.requests * 2)):
             rounds: dict[str, list[Result]] = {name: [] for name in names}
             for round_number in range(args.rounds):
                 shift = round_number % len(names)
                 for name in names[shift:] + names[:shift]:
                     rounds[name].append(measure(name, count // args.rounds, concurrency))
-            for name in names:
-                by_rps = sorted(rounds[name], key=lambda result: result.rps)
-                results.append(by_rps[len(by_rps) // 2])
+            results += [Summary.of_rounds(rounds[name]) for name in names]
         print_table(
             results,
-            f"Prefetch (median of {args.rounds} rotated rounds), {args.profiles} profiles, ~20 % unknown numbers, on {os.cpu_count()} CPUs",
+            f"Prefetch (medians of {args.rounds} rotated rounds), {args.profiles} profiles, ~20 % unknown numbers, on {os.cpu_count()} CPUs",
         )
 
         by = {(r.name, r.concurrency): r for r in results}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -27,8 +28,12 @@ class Result:
     elapsed: float
 
     @property
+    def requests(self) -> int:
+        return len(self.latencies) + self.errors
+
+    @property
     def rps(self) -> float:
-        return (len(self.latencies) + self.errors) / self.elapsed if self.elapsed else 0.0
+        return self.requests / self.elapsed if self.elapsed else 0.0
 
     def percentile(self, fraction: float) -> float:
         if not self.latencies:
@@ -45,13 +50,39 @@ class Result:
         return self.percentile(0.99) * 1000
 
 
-def print_table(results: Sequence[Result], title: str) -> None:
+@dataclass
+class Summary:
+    """Several rounds of one target: each statistic is the median of the rounds' values, so one
+    round disturbed by another process on the shared machine does not decide any of them."""
+
+    name: str
+    concurrency: int
+    requests: int
+    errors: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+
+    @classmethod
+    def of_rounds(cls, rounds: Sequence[Result]) -> Summary:
+        return cls(
+            rounds[0].name,
+            rounds[0].concurrency,
+            sum(r.requests for r in rounds),
+            sum(r.errors for r in rounds),
+            statistics.median(r.rps for r in rounds),
+            statistics.median(r.p50_ms for r in rounds),
+            statistics.median(r.p99_ms for r in rounds),
+        )
+
+
+def print_table(results: Sequence[Result | Summary], title: str) -> None:
     print(f"\n{title}")
     print(f"| {'target':<34} | conc | requests | errors | req/s   | p50 ms | p99 ms |")
     print(f"|{'-' * 36}|------|----------|--------|---------|--------|--------|")
     for r in results:
         print(
-            f"| {r.name:<34} | {r.concurrency:>4} | {len(r.latencies) + r.errors:>8} | {r.errors:>6} "
+            f"| {r.name:<34} | {r.concurrency:>4} | {r.requests:>8} | {r.errors:>6} "
             f"| {r.rps:>7.0f} | {r.p50_ms:>6.2f} | {r.p99_ms:>6.2f} |"
         )
 

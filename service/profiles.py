@@ -122,6 +122,9 @@ class ProfileStore:
             "agent": agents_collection,
         }
         self.cache = cache
+        self._collections = {
+            kind: client.collection(name) for kind, name in self.collections.items()
+        }
         self.reads: ReadCoalescer[DocumentKey, Document] = ReadCoalescer(self._get_all)
 
     def last_known(self, key: DocumentKey) -> Document:
@@ -170,19 +173,18 @@ class ProfileStore:
         return result
 
     def _get_all(self, keys: list[DocumentKey], timeout: float) -> dict[DocumentKey, Document]:
-        references = {}
+        by_path = {}
         for kind, document_id in keys:
-            reference = self.client.collection(self.collections[kind]).document(document_id)
-            references[(self.collections[kind], document_id)] = (kind, reference)
+            reference = self._collections[kind].document(document_id)
+            by_path[reference.path] = (kind, document_id, reference)
         found: dict[DocumentKey, Document] = {}
         snapshots = self.client.get_all(
-            [reference for _, reference in references.values()], retry=None, timeout=timeout
+            [reference for _, _, reference in by_path.values()], retry=None, timeout=timeout
         )
         for snapshot in snapshots:
-            collection = snapshot.reference.parent.id
-            kind = references[(collection, snapshot.id)][0]
-            found[(kind, snapshot.id)] = to_plain(snapshot.to_dict()) if snapshot.exists else None
-            if len(found) == len(references):
+            kind, document_id, _ = by_path[snapshot.reference.path]
+            found[(kind, document_id)] = to_plain(snapshot.to_dict()) if snapshot.exists else None
+            if len(found) == len(by_path):
                 # Every document has answered: stop here rather than wait for the stream's end
                 # (as DocumentReference.get does).
                 break
