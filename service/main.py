@@ -22,11 +22,11 @@ from service.prefetch import CALL_PARAMETERS, PrefetchRequest, PrefetchService
 from service.profiles import DocumentCache, ProfileStore
 from service.profiles import make_client as make_firestore_client
 from service.telemetry import (
+    child_span,
     configure_logging,
     configure_tracing,
     request_span,
     shutdown_tracing,
-    tracer,
 )
 
 if TYPE_CHECKING:
@@ -171,7 +171,7 @@ class WebhookHandler:
             metadata={k: v for k, v in parameters.items() if k not in CALL_PARAMETERS},
         )
         try:
-            with tracer.start_as_current_span("firestore.read"):
+            with child_span("firestore.read"):
                 answer = self.prefetch.answer(prefetch_request)
         except Exception as exc:  # the caller is waiting: answer empty rather than stop the call
             log.error("prefetch failed; answered {}", extra={"error_type": type(exc).__name__})
@@ -249,7 +249,7 @@ class WebhookHandler:
             store_agent_config=self.settings.store_agent_config == "redacted",
         )
         try:
-            with tracer.start_as_current_span("bigquery.insert"):
+            with child_span("bigquery.insert"):
                 outcome = insert_or_dead_letter(row, sink, dead_letters)
         except StoresUnavailable:
             span.set_attribute("outcome", "storage_unavailable")

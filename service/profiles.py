@@ -122,9 +122,6 @@ class ProfileStore:
             "agent": agents_collection,
         }
         self.cache = cache
-        self._collections = {
-            kind: client.collection(name) for kind, name in self.collections.items()
-        }
         self.reads: ReadCoalescer[DocumentKey, Document] = ReadCoalescer(self._get_all)
 
     def last_known(self, key: DocumentKey) -> Document:
@@ -175,7 +172,7 @@ class ProfileStore:
     def _get_all(self, keys: list[DocumentKey], timeout: float) -> dict[DocumentKey, Document]:
         by_path = {}
         for kind, document_id in keys:
-            reference = self._collections[kind].document(document_id)
+            reference = self.client.collection(self.collections[kind]).document(document_id)
             by_path[reference.path] = (kind, document_id, reference)
         found: dict[DocumentKey, Document] = {}
         snapshots = self.client.get_all(

@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +29,7 @@ _RECORD_ATTRIBUTES = set(vars(logging.makeLogRecord({}))) | {"message", "asctime
 
 # W3C traceparent wins over Cloud Run's X-Cloud-Trace-Context when both are present.
 _PROPAGATOR = CompositePropagator([CloudTraceFormatPropagator(), TraceContextTextMapPropagator()])
+_TRACE_HEADERS = ("traceparent", "x-cloud-trace-context")
 
 tracer = trace.get_tracer("millis-webhooks")
 
@@ -128,13 +129,24 @@ def configure_tracing(settings: Settings) -> None:
 @contextmanager
 def request_span(name: str, headers: Any) -> Iterator[trace.Span]:
     """A server span for one request, continuing the caller's trace when it sent one."""
-    parent = _PROPAGATOR.extract(carrier=headers)
+    if any(headers.get(header) for header in _TRACE_HEADERS):
+        parent = _PROPAGATOR.extract(carrier=headers)
+    else:  # Millis itself sends no trace context: skip parsing for nothing
+        parent = otel_context.Context()
     token = otel_context.attach(parent)
     try:
         with tracer.start_as_current_span(name, kind=trace.SpanKind.SERVER) as span:
             yield span
     finally:
         otel_context.detach(token)
+
+
+def child_span(name: str) -> AbstractContextManager[trace.Span]:
+    """A child of the current span, or nothing when that span is not recorded (no exporter, or
+    a trace the caller did not sample): the prefetch path is measured in microseconds."""
+    if not trace.get_current_span().is_recording():
+        return nullcontext(trace.INVALID_SPAN)
+    return tracer.start_as_current_span(name)
 
 
 def shutdown_tracing() -> None:

@@ -66,3 +66,28 @@ def test_end_of_call_span_continues_cloud_run_header_with_a_bigquery_child(
     assert server.attributes is not None and server.attributes["outcome"] == "inserted"
     text = str(dict(server.attributes)) + str(dict(insert.attributes or {}))
     assert "+15551234567" not in text and "Acme" not in text
+
+
+def test_request_without_trace_headers_starts_its_own_trace(
+    make_client: Any, clean_firestore: Any, spans: InMemorySpanExporter
+) -> None:
+    make_client().get("/prefetch?agent_id=agent-1&session_id=s&from=%2B15551234567")
+    finished = {span.name: span for span in spans.get_finished_spans()}
+    server, read = finished["GET /prefetch"], finished["firestore.read"]
+    assert server.parent is None and server.context.trace_id != 0
+    assert read.parent is not None and read.parent.span_id == server.context.span_id
+
+
+def test_child_spans_are_not_even_created_under_a_span_nobody_records(
+    spans: InMemorySpanExporter,
+) -> None:
+    from service.telemetry import child_span, tracer
+
+    unsampled = trace.NonRecordingSpan(
+        trace.SpanContext(0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7, is_remote=True)
+    )
+    with trace.use_span(unsampled), child_span("firestore.read") as child:
+        assert child is trace.INVALID_SPAN
+    with tracer.start_as_current_span("GET /prefetch"), child_span("firestore.read") as child:
+        assert child.is_recording()
+    assert [span.name for span in spans.get_finished_spans()] == ["firestore.read", "GET /prefetch"]
