@@ -1,6 +1,6 @@
 """Prefetch benchmark: our webhook against a direct Firestore read and a hand-written handler.
 
-    uv run python scripts/bench_prefetch.py [--profiles 10000] [--requests 3000]
+    uv run python scripts/bench_prefetch.py [--profiles 10000] [--requests 5000] [--rounds 5]
 
 Serves service/main.py and scripts/bench_handlers/handwritten_prefetch.py with functions-framework
 on the Firestore emulator seeded with N profiles, spreads requests over them with about 20 %
