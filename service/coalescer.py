@@ -1,7 +1,8 @@
 """Concurrent reads share round trips to the store.
 
-While one batched read is in flight, later requests queue; when it returns, the oldest queued
-request sends every queued key in one call and hands the answer to the others. A lone request
+While the allowed number of batched reads is in flight (one by default), later requests queue;
+when a read returns, the oldest queued request sends every queued key in one call and hands the
+answer to the others. A lone request
 reads at once in its own thread (no hand-off, no waiting for a batch to fill), so this costs
 nothing at low load, and under load it turns N small reads into one: fewer gRPC calls for the
 instance, fewer lookups for Firestore (in scripts/bench_prefetch.py, about four requests per call
@@ -46,22 +47,26 @@ class _Request(Generic[Key, Value]):
 
 
 class ReadCoalescer(Generic[Key, Value]):
-    def __init__(self, fetch: Callable[[list[Key], float], dict[Key, Value]]) -> None:
-        """`fetch(keys, timeout)` reads every key in one call, within `timeout` seconds."""
+    def __init__(
+        self, fetch: Callable[[list[Key], float], dict[Key, Value]], max_in_flight: int = 1
+    ) -> None:
+        """`fetch(keys, timeout)` reads every key in one call, within `timeout` seconds; at most
+        `max_in_flight` calls run at once, later reads queue for the next one to go."""
         self.fetch = fetch
+        self.max_in_flight = max(1, max_in_flight)
         self._lock = threading.Lock()
         self._queue: list[_Request[Key, Value]] = []
-        self._leader_active = False
+        self._in_flight = 0
 
     def read(self, keys: Sequence[Key], timeout: float) -> dict[Key, Value]:
         """Values of `keys` (and possibly of other keys); raises ReadFailed."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            if self._leader_active:
+            if self._in_flight >= self.max_in_flight:
                 request: _Request[Key, Value] = _Request(keys, deadline, "queued")
                 self._queue.append(request)
             else:
-                self._leader_active = True
+                self._in_flight += 1
                 request = _Request(keys, deadline, "leader")
         if request.role != "leader":
             assert request.done is not None
@@ -104,7 +109,7 @@ class ReadCoalescer(Generic[Key, Value]):
                     assert successor.done is not None
                     successor.done.set()
                 else:
-                    self._leader_active = False
+                    self._in_flight -= 1
         for member in batch[1:]:
             member.answer, member.failure = answer, failure
             assert member.done is not None

@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     agent_cache_ttl_seconds: float = Field(60.0, ge=0, le=3600)
     profile_cache_stale_seconds: float = Field(600.0, ge=0, le=86_400)
     profile_cache_max_entries: int = Field(20_000, ge=0, le=1_000_000)
+    # Reads in flight at once per instance; more requests share the next read (coalescer.py).
+    prefetch_max_concurrent_reads: int = Field(1, ge=1, le=64)
 
     # End of call
     bigquery_insert_timeout_seconds: float = Field(10.0, gt=0, le=60)

@@ -86,6 +86,7 @@ class WebhookHandler:
                 settings.profile_cache_max_entries,
                 agent_fresh_seconds=settings.agent_cache_ttl_seconds,
             ),
+            max_concurrent_reads=settings.prefetch_max_concurrent_reads,
         )
         self.prefetch = PrefetchService(
             self.store,

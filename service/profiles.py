@@ -115,6 +115,7 @@ class ProfileStore:
         profiles_collection: str,
         agents_collection: str,
         cache: DocumentCache,
+        max_concurrent_reads: int = 1,
     ) -> None:
         self.client = client
         self.collections: dict[Kind, str] = {
@@ -122,7 +123,9 @@ class ProfileStore:
             "agent": agents_collection,
         }
         self.cache = cache
-        self.reads: ReadCoalescer[DocumentKey, Document] = ReadCoalescer(self._get_all)
+        self.reads: ReadCoalescer[DocumentKey, Document] = ReadCoalescer(
+            self._get_all, max_concurrent_reads
+        )
 
     def last_known(self, key: DocumentKey) -> Document:
         """The cached document, however old (within the stale window), without any I/O."""

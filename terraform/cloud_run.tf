@@ -33,7 +33,7 @@ resource "google_cloud_run_v2_service" "webhooks" {
       }
 
       dynamic "env" {
-        for_each = {
+        for_each = merge(var.extra_env, {
           GOOGLE_CLOUD_PROJECT      = var.project_id
           FIRESTORE_DATABASE        = var.firestore_database
           BIGQUERY_DATASET          = google_bigquery_dataset.millis.dataset_id
@@ -47,7 +47,7 @@ resource "google_cloud_run_v2_service" "webhooks" {
           # gunicorn threads: one per concurrent request (the framework's default is 4 per CPU,
           # which would queue requests that mostly wait on Firestore or BigQuery).
           THREADS = tostring(var.concurrency)
-        }
+        })
         content {
           name  = env.key
           value = env.value

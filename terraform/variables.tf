@@ -141,6 +141,20 @@ variable "profile_cache_ttl_seconds" {
   default     = 30
 }
 
+variable "extra_env" {
+  description = "Other settings of the service by environment variable (the README's configuration table), e.g. { PREFETCH_MAX_CONCURRENT_READS = \"2\" }. Secrets do not belong here: tokens come from Secret Manager."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition = alltrue([
+      for name in keys(var.extra_env) :
+      can(regex("^[A-Z][A-Z0-9_]*$", name)) && !contains(["WEBHOOK_TOKENS", "WEBHOOK_SIGNING_SECRETS"], name)
+    ])
+    error_message = "extra_env names are upper-case environment variables; WEBHOOK_TOKENS and WEBHOOK_SIGNING_SECRETS come from Secret Manager."
+  }
+}
+
 variable "default_phone_region" {
   description = "Region for phone numbers written without a country code (DEFAULT_PHONE_REGION)."
   type        = string

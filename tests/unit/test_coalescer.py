@@ -70,7 +70,7 @@ def test_reads_arriving_during_a_call_share_the_next_one() -> None:
     assert [keys for keys, _, _ in store.calls] == [["a"], ["b", "shared", "c", "d", "e", "f"]]
     for key, answer in zip("bcdef", answers, strict=True):
         assert answer[key] == key.upper() and answer["shared"] == "SHARED"
-    assert queued(coalescer) == 0 and not coalescer._leader_active
+    assert queued(coalescer) == 0 and coalescer._in_flight == 0
 
 
 def test_a_queued_read_gives_up_at_its_own_deadline() -> None:
@@ -124,3 +124,20 @@ def test_the_call_never_outlives_the_oldest_callers_deadline() -> None:
     (_, first_timeout, _), (keys, batch_timeout, _) = store.calls
     assert keys == ["b", "c"]
     assert first_timeout <= 5 and batch_timeout <= 2  # the oldest queued read sent the batch
+
+
+def test_up_to_max_in_flight_reads_go_at_once_and_later_ones_queue() -> None:
+    store = BlockingStore()
+    coalescer: ReadCoalescer[str, str] = ReadCoalescer(store.fetch, max_in_flight=2)
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(coalescer.read, [key], 5) for key in "ab"]
+        wait_until(lambda: len(store.calls) == 2)  # both went without waiting for the other
+        futures += [pool.submit(coalescer.read, [key], 5) for key in "cd"]
+        wait_until(lambda: queued(coalescer) == 2)
+        store.release.set()
+        for key, future in zip("abcd", futures, strict=True):
+            assert future.result(5)[key] == key.upper()
+    assert sorted(keys for keys, _, _ in store.calls[:2]) == [["a"], ["b"]]
+    # the two queued reads went when the first two returned (together, or one each)
+    assert sorted(key for keys, _, _ in store.calls[2:] for key in keys) == ["c", "d"]
+    assert coalescer._in_flight == 0
