@@ -153,9 +153,7 @@ class ProfileStore:
                 missing.append(key)
         if not missing:
             return result
-        try:
-            if timeout <= 0:
-                raise ReadFailed("TimeoutError")
+        try:  # no time left is the coalescer's to answer, like any other timeout
             fetched = self.reads.read(missing, timeout)
         except ReadFailed as exc:  # any Firestore failure degrades to the cache, never to a 5xx
             result.failure = exc.reason

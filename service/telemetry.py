@@ -29,7 +29,7 @@ _RECORD_ATTRIBUTES = set(vars(logging.makeLogRecord({}))) | {"message", "asctime
 
 # W3C traceparent wins over Cloud Run's X-Cloud-Trace-Context when both are present.
 _PROPAGATOR = CompositePropagator([CloudTraceFormatPropagator(), TraceContextTextMapPropagator()])
-_TRACE_HEADERS = ("traceparent", "x-cloud-trace-context")
+_TRACE_HEADERS = tuple(_PROPAGATOR.fields)  # the headers those two read
 
 tracer = trace.get_tracer("millis-webhooks")
 
