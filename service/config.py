@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -53,9 +53,11 @@ class Settings(BaseSettings):
     prefetch_max_concurrent_reads: int = Field(1, ge=1, le=64)
 
     # End of call
-    bigquery_insert_timeout_seconds: float = Field(10.0, gt=0, le=60)
+    # Both budgets together are the longest an end-of-call can take: by default 9 s, inside the
+    # 10 s Cloud Run gives between SIGTERM and SIGKILL, so a scale-in never cuts a call's storage.
+    bigquery_insert_timeout_seconds: float = Field(6.0, gt=0, le=50)
     bigquery_insert_attempts: int = Field(3, ge=1, le=10)
-    dead_letter_timeout_seconds: float = Field(10.0, gt=0, le=60)
+    dead_letter_timeout_seconds: float = Field(3.0, gt=0, le=50)
     store_agent_config: Literal["redacted", "none"] = "redacted"
     redact_key_patterns: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: [
@@ -78,7 +80,9 @@ class Settings(BaseSettings):
     )
 
     # Request limits
-    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=32 * 1024 * 1024)
+    # 3 MiB of any text still fits BigQuery's 10 MB row as its client sends it (a character outside
+    # the BMP costs 4 bytes here and 12 there); every row's exact size is checked besides.
+    max_body_bytes: int = Field(3 * 1024 * 1024, ge=1024, le=10_000_000)
     max_query_params: int = Field(100, ge=4, le=1000)
     max_query_value_chars: int = Field(1024, ge=16, le=65_536)
 
@@ -93,6 +97,16 @@ class Settings(BaseSettings):
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return _split_list(value)
+
+    @model_validator(mode="after")
+    def _end_of_call_fits_the_request_timeout(self) -> Settings:
+        # Cloud Run's request timeout is 60 s (Terraform); leave time for reading the body.
+        total = self.bigquery_insert_timeout_seconds + self.dead_letter_timeout_seconds
+        if total > 50:
+            raise ValueError(
+                "BIGQUERY_INSERT_TIMEOUT_SECONDS + DEAD_LETTER_TIMEOUT_SECONDS must be at most 50"
+            )
+        return self
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from google.api_core.retry import Retry
@@ -52,6 +53,8 @@ class DeadLetterStore:
         return self.client.collection(self.collection_name)
 
     def store(self, row: dict[str, Any], *, reason: str, error: str) -> str:
+        """Write the row; every chunk and the parent share one budget of `timeout_seconds`."""
+        deadline = time.monotonic() + self.timeout_seconds
         document_id = dead_letter_id(row)
         compressed = zlib.compress(json.dumps(row, ensure_ascii=False).encode(), 6)
         chunks = [compressed[i : i + CHUNK_BYTES] for i in range(0, len(compressed), CHUNK_BYTES)]
@@ -69,15 +72,25 @@ class DeadLetterStore:
         else:
             fields["chunk_count"] = len(chunks)
             for number, chunk in enumerate(chunks):
+                remaining = self._remaining(deadline)
                 parent.collection("chunks").document(str(number)).set(
-                    {"data": chunk}, retry=self._retry(), timeout=self.timeout_seconds
+                    {"data": chunk}, retry=self._retry(remaining), timeout=remaining
                 )
-        parent.set(fields, retry=self._retry(), timeout=self.timeout_seconds)
+        remaining = self._remaining(deadline)
+        parent.set(fields, retry=self._retry(remaining), timeout=remaining)
         return document_id
 
-    def _retry(self) -> Retry:
-        # The library's default retry may outlast the request; bound it by our own budget.
-        return Retry(initial=0.1, maximum=1.0, timeout=self.timeout_seconds)
+    @staticmethod
+    def _remaining(deadline: float) -> float:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0.05:
+            raise TimeoutError("the dead-letter budget is spent")
+        return remaining
+
+    @staticmethod
+    def _retry(remaining: float) -> Retry:
+        # The library's default retry may outlast the request; bound it by what is left.
+        return Retry(initial=0.1, maximum=1.0, timeout=remaining)
 
     def list(self, limit: int | None = None) -> Iterator[DeadLetter]:
         query = self.collection.order_by("created_at")
@@ -133,15 +146,18 @@ def replay(store: DeadLetterStore, sink: Any, *, limit: int | None = None) -> Re
     """Re-insert dead letters into BigQuery; delete each only once BigQuery has accepted it.
 
     Idempotent: a dead letter inserted but not yet deleted (a crash in between) is inserted again
-    with the same insert id, and the `calls` view keeps one row per session.
+    with the same insert id (the row's content hash), and the `calls` view keeps one row per
+    session. Letters written by older versions are first brought to today's rules.
     """
+    from service.end_of_call import conform_stored_row
+    from service.row_limits import insert_id
     from service.sink import InsertFailed
 
     report = ReplayReport()
     for letter in store.list(limit):
-        row = {**letter.row, "source": "replay"}
+        row = conform_stored_row({**letter.row, "source": "replay"}, datetime.now(UTC))
         try:
-            errors = sink.insert([row], [row["session_id"]])
+            errors = sink.insert([row], [insert_id(row)])
         except InsertFailed as exc:
             report.still_failing[letter.id] = str(exc)
             continue

@@ -6,12 +6,19 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 
 from service.models import ChatMessage, EndOfCallPayload, detect_format
+from service.row_limits import (
+    check_row_size,
+    in_streaming_window,
+    insert_id,
+    repair_json,
+    strict_json_text,
+)
 
 if TYPE_CHECKING:
     from service.dead_letters import DeadLetterStore
@@ -22,9 +29,9 @@ log = logging.getLogger(__name__)
 
 Source = Literal["webhook", "replay", "backfill"]
 
-# BigQuery's streaming row limit is 10 MB; above this size the raw copy leaves out the transcript,
-# which the `chat` column already holds in full.
-RAW_PAYLOAD_FULL_LIMIT_BYTES = 4 * 1024 * 1024
+JSON_COLUMNS = ("metadata", "agent_config", "raw_payload")
+# Enough to show what happened; a payload with a million bad characters lists the first ones.
+MAX_REPAIRS_LISTED = 100
 
 
 class InvalidPayload(ValueError):
@@ -46,11 +53,14 @@ class Outcome:
     reason: str = ""
 
 
-def parse_payload(raw: Any) -> EndOfCallPayload:
+def parse_payload(raw: Any, repairs: list[dict[str, str]] | None = None) -> EndOfCallPayload:
+    """Validate a body. Text that cannot be encoded and numbers that are not finite are repaired
+    first (see service/row_limits.py), each repair appended to `repairs` for the row."""
     if not isinstance(raw, dict):
         raise InvalidPayload("the body must be a JSON object")
     try:
-        return EndOfCallPayload.model_validate(raw)
+        repaired = repair_json(raw, "", [] if repairs is None else repairs)
+        return EndOfCallPayload.model_validate(repaired)
     except ValidationError as exc:
         # Field locations and messages only: the offending values may be personal data.
         details = [
@@ -64,10 +74,6 @@ def parse_payload(raw: Any) -> EndOfCallPayload:
         raise InvalidPayload(message, details) from None
 
 
-def _json_text(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
 def _chat_row(position: int, message: ChatMessage) -> dict[str, Any]:
     extra = message.model_extra or {}
     return {
@@ -76,14 +82,41 @@ def _chat_row(position: int, message: ChatMessage) -> dict[str, Any]:
         "content": message.content,
         "tool_call_id": message.tool_call_id,
         "tool_name": message.name,
-        "tool_calls": _json_text(message.tool_calls),
-        "extra": _json_text(extra) if extra else None,
+        "tool_calls": message.tool_calls,
+        "extra": extra or None,
     }
 
 
 def _timestamp(value: datetime) -> str:
-    # ISO-8601, not epoch seconds: the streaming API (and its emulator) read strings reliably.
-    return value.isoformat()
+    # ISO-8601 in UTC, not epoch seconds: the streaming API and its emulator read strings reliably.
+    return value.astimezone(UTC).isoformat()
+
+
+def _as_sent(value: Any) -> str | None:
+    """Millis's `ts` exactly as it arrived: text as is, a number as its JSON text."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def unmodelled_fields(payload: EndOfCallPayload) -> dict[str, Any]:
+    """What no column holds: the fields Millis added after this service was written.
+
+    Only these go to `raw_payload`: a second copy of the transcript or of the agent configuration
+    would double the row's size (BigQuery's limit is 10 MB) and keep what redaction removed.
+    Unknown keys of chat messages are in `chat.extra` already.
+    """
+    fields: dict[str, Any] = dict(payload.model_extra or {})
+    for name in ("voip", "recording"):
+        part = getattr(payload, name)
+        if part is not None and part.model_extra:
+            fields[name] = dict(part.model_extra)
+    for name in ("cost_breakdown", "function_calls"):
+        items = getattr(payload, name) or []
+        extras = {str(i): dict(it.model_extra) for i, it in enumerate(items) if it.model_extra}
+        if extras:
+            fields[name] = extras
+    return fields
 
 
 def normalise_call(
@@ -94,28 +127,35 @@ def normalise_call(
     source: Source,
     redactor: Redactor,
     store_agent_config: bool,
+    repairs: list[dict[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """One row of the call_events table (see service/schemas/call_events.json)."""
-    started_at = payload.ts or received_at - timedelta(seconds=payload.duration or 0)
+    """One row of the call_events table (see service/schemas/call_events.json).
+
+    Every value is held to BigQuery's rules (service/row_limits.py): text that cannot be encoded
+    and numbers that are not finite are repaired and the repairs listed in the row; a row larger
+    than BigQuery accepts raises PayloadTooLarge.
+    """
+    # The partitioning column must lie in BigQuery's streaming window: Millis's `ts` when it does,
+    # else the arrival time minus the duration. `ts_reported` keeps the time as Millis sent it.
+    reported = payload.ts
+    ts_usable = reported is not None and in_streaming_window(reported, received_at)
+    if reported is not None and ts_usable:
+        started_at = reported
+    else:
+        started_at = received_at - timedelta(seconds=payload.duration or 0)
     costs = payload.cost_breakdown or []
     credits = [item.credit for item in costs if item.credit is not None]
     agent_config = redactor.redact(payload.agent_config) if store_agent_config else None
-
-    raw_copy = dict(raw)
-    if "agent_config" in raw_copy:
-        raw_copy["agent_config"] = agent_config
-    raw_text = _json_text(raw_copy)
-    if raw_text is not None and len(raw_text) > RAW_PAYLOAD_FULL_LIMIT_BYTES:
-        raw_copy.pop("chat", None)
-        raw_copy["_chat_omitted"] = "kept in the chat column"
-        raw_text = _json_text(raw_copy)
+    extra_fields = unmodelled_fields(payload)
 
     voip = payload.voip
-    return {
+    row: dict[str, Any] = {
         "session_id": payload.session_id,
         "call_id": payload.call_id,
         "agent_id": payload.agent_id,
         "started_at": _timestamp(started_at),
+        "ts_reported": _as_sent(raw.get("ts")),
+        "ts_out_of_range": raw.get("ts") is not None and not ts_usable,
         "duration_seconds": payload.duration,
         "call_status": payload.call_status,
         "error_message": payload.error_message,
@@ -125,21 +165,59 @@ def normalise_call(
         "voip_provider": voip.provider if voip else None,
         "chat": [_chat_row(i, message) for i, message in enumerate(payload.chat or [])],
         "function_calls": [
-            {"name": call.name, "params": _json_text(call.params)}
-            for call in payload.function_calls or []
+            {"name": call.name, "params": call.params} for call in payload.function_calls or []
         ],
         "cost_breakdown": [
             {"type": item.type, "provider": item.provider, "credit": item.credit} for item in costs
         ],
         "total_credit": sum(credits) if credits else None,
-        "metadata": _json_text(payload.metadata),
-        "agent_config": _json_text(agent_config),
+        "metadata": payload.metadata,
+        "agent_config": agent_config,
         "recording_url": payload.recording.recording_url if payload.recording else None,
         "received_at": _timestamp(received_at),
         "payload_format": detect_format(raw),
         "source": source,
-        "raw_payload": raw_text,
+        "raw_payload": redactor.redact(extra_fields) if extra_fields else None,
     }
+    # Values parsed from JSON text (chat sent as text) are checked again here.
+    repairs = list(repairs or [])
+    row = repair_json(row, "", repairs)
+    for holder, key in _json_cells(row):
+        holder[key] = strict_json_text(holder[key])
+    row["repairs"] = repairs[:MAX_REPAIRS_LISTED]
+    check_row_size(row)
+    return row
+
+
+def _json_cells(row: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
+    """Every (record, key) of the row that is a JSON column."""
+    cells = [(row, column) for column in JSON_COLUMNS]
+    cells += [(message, key) for message in row["chat"] for key in ("tool_calls", "extra")]
+    cells += [(call, "params") for call in row["function_calls"]]
+    return cells
+
+
+def conform_stored_row(row: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """A row kept earlier (a dead letter, possibly from an older version) held to today's rules.
+
+    Its partition time may have left the streaming window while it waited, and older versions
+    wrote `NaN` into JSON text: BigQuery would refuse either forever.
+    """
+    row = dict(row)
+    repairs = list(row.get("repairs") or [])
+    started_at = datetime.fromisoformat(row["started_at"])
+    if not in_streaming_window(started_at, now):
+        row.setdefault("ts_reported", row["started_at"])
+        row["ts_out_of_range"] = True
+        received_at = datetime.fromisoformat(row["received_at"])
+        usable = in_streaming_window(received_at, now)
+        row["started_at"] = _timestamp(received_at if usable else now)
+    row = repair_json(row, "", repairs)
+    for holder, key in _json_cells(row):
+        if isinstance(holder.get(key), str):
+            holder[key] = strict_json_text(repair_json(json.loads(holder[key]), key, repairs))
+    row["repairs"] = repairs[:MAX_REPAIRS_LISTED]
+    return row
 
 
 def insert_or_dead_letter(
@@ -150,7 +228,7 @@ def insert_or_dead_letter(
 
     session_id = row["session_id"]
     try:
-        row_errors = sink.insert([row], [session_id])
+        row_errors = sink.insert([row], [insert_id(row)])
     except InsertFailed as exc:
         reason, error = "insert_failed", str(exc)
     else:

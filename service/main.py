@@ -211,6 +211,7 @@ class WebhookHandler:
             normalise_call,
             parse_payload,
         )
+        from service.row_limits import PayloadTooLarge
 
         limit = self.settings.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
@@ -231,8 +232,9 @@ class WebhookHandler:
             raise HttpError(
                 400, "payload_too_deep", f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
             )
+        repairs: list[dict[str, str]] = []
         try:
-            payload = parse_payload(raw)
+            payload = parse_payload(raw, repairs)
         except InvalidPayload as exc:
             response = json_response(
                 400, {"error": "invalid_payload", "message": str(exc), "details": exc.details}
@@ -241,14 +243,18 @@ class WebhookHandler:
             return response
         span.set_attribute("agent_id", payload.agent_id or "")
         sink, dead_letters, redactor = self._end_of_call_dependencies()
-        row = normalise_call(
-            raw,
-            payload,
-            received_at=datetime.now(UTC),
-            source="webhook",
-            redactor=redactor,
-            store_agent_config=self.settings.store_agent_config == "redacted",
-        )
+        try:
+            row = normalise_call(
+                raw,
+                payload,
+                received_at=datetime.now(UTC),
+                source="webhook",
+                redactor=redactor,
+                store_agent_config=self.settings.store_agent_config == "redacted",
+                repairs=repairs,
+            )
+        except PayloadTooLarge as exc:  # refused now rather than dead-lettered forever
+            raise HttpError(413, "row_too_large", str(exc)) from None
         try:
             with child_span("bigquery.insert"):
                 outcome = insert_or_dead_letter(row, sink, dead_letters)

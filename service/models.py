@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
+from service.row_limits import in_timestamp_range
+
 PayloadFormat = Literal["original", "current"]
 
 # Fields that exist only in the current format; their presence marks a current payload.
@@ -164,17 +166,23 @@ class EndOfCallPayload(_Tolerant):
         if isinstance(value, bool):
             raise ValueError("ts must be an ISO-8601 string or epoch seconds")
         if isinstance(value, int | float):
+            # Out of TIMESTAMP's range (milliseconds sent as seconds, a negative time): the call
+            # is kept, dated by its arrival, and the time as sent goes to `ts_reported`.
             if not math.isfinite(value) or not 0 <= value < 253_402_300_800:  # year 10000
-                raise ValueError("ts epoch seconds out of range")
+                return None
             return datetime.fromtimestamp(value, UTC)
         return value
 
     @field_validator("ts")
     @classmethod
     def _ts_in_utc(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=UTC)  # Millis sends UTC; a naive time is UTC
-        return value
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)  # Millis sends UTC; a naive time is UTC
+        # An extreme offset can push the UTC instant past 0001..9999 (`0001-01-01T00:00+14:00`):
+        # treated like an out-of-range epoch (see above).
+        return value if in_timestamp_range(value) else None
 
     @field_validator("chars_used", mode="before")
     @classmethod

@@ -16,15 +16,31 @@ from google.api_core import exceptions as google_exceptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 
-from service.schemas import VIEW_ORDER, table_definitions, view_sql
+from service.schemas import (
+    FUNCTION_ARGUMENTS,
+    FUNCTION_ORDER,
+    VIEW_ORDER,
+    function_sql,
+    table_definitions,
+    view_sql,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
 log = logging.getLogger(__name__)
 
-# 4xx answers other than these mean the request itself is wrong: retrying cannot help.
-_RETRYABLE_CLIENT_ERRORS = (google_exceptions.TooManyRequests,)
+# 4xx answers other than these mean the request itself is wrong: retrying cannot help. Quota
+# errors arrive as 403 with one of these reasons
+# (https://cloud.google.com/bigquery/docs/troubleshoot-quotas) and pass with time.
+_QUOTA_REASONS = frozenset({"rateLimitExceeded", "quotaExceeded"})
+
+
+def _retryable(exc: google_exceptions.ClientError) -> bool:
+    if isinstance(exc, google_exceptions.TooManyRequests):
+        return True
+    reasons = {error.get("reason") for error in exc.errors if isinstance(error, dict)}
+    return isinstance(exc, google_exceptions.Forbidden) and bool(reasons & _QUOTA_REASONS)
 
 
 class InsertFailed(Exception):
@@ -73,7 +89,7 @@ class BigQuerySink:
                 )
             except google_exceptions.ClientError as exc:
                 last_error = f"{type(exc).__name__}: {exc.message}"
-                if not isinstance(exc, _RETRYABLE_CLIENT_ERRORS):
+                if not _retryable(exc):
                     raise InsertFailed(last_error) from exc
             except Exception as exc:  # transport errors come from requests, urllib3, google-auth
                 last_error = f"{type(exc).__name__}: {str(exc)[:300]}"
@@ -81,9 +97,10 @@ class BigQuerySink:
                 return [
                     RowError(int(entry.get("index", 0)), _first_message(entry)) for entry in errors
                 ]
+            # The type only: BigQuery's messages can quote row content (kept in the dead letter).
             log.warning(
                 "bigquery insert failed",
-                extra={"attempt": attempt + 1, "error": last_error[:300]},
+                extra={"attempt": attempt + 1, "error_type": last_error.split(":", 1)[0]},
             )
             time.sleep(min(0.2 * 2**attempt, max(0.0, deadline - time.monotonic())))
         raise InsertFailed(last_error)
@@ -116,3 +133,10 @@ def create_tables_and_views(client: bigquery.Client, dataset: str, location: str
         view = bigquery.Table(f"{project}.{dataset}.{name}")
         view.view_query = view_sql(name, project, dataset)
         client.create_table(view, exists_ok=True)
+    arguments = ", ".join(f"{argument} DATE" for argument in FUNCTION_ARGUMENTS)
+    for name in FUNCTION_ORDER:
+        function_id = f"`{project}.{dataset}.{name}`"
+        body = function_sql(name, project, dataset)
+        client.query(
+            f"CREATE OR REPLACE TABLE FUNCTION {function_id}({arguments}) AS ({body})"
+        ).result()

@@ -46,7 +46,16 @@ locals {
       cost_monthly_by_agent = "Cost per calendar month and agent."
     },
   ]
-  view_sql_variables = { project = var.project_id, dataset = var.bigquery_dataset }
+  # `calls` is the relation call_costs.sql reads: the view here, calls_between() in the function.
+  view_sql_variables = {
+    project = var.project_id
+    dataset = var.bigquery_dataset
+    calls   = "`${var.project_id}.${var.bigquery_dataset}.calls`"
+  }
+  function_sql_variables = merge(local.view_sql_variables, {
+    calls = "`${var.project_id}.${var.bigquery_dataset}.calls_between`(start_date, end_date)"
+  })
+
 }
 
 resource "google_bigquery_table" "views_1" {
@@ -104,4 +113,49 @@ resource "google_bigquery_table" "views_3" {
   }
 
   depends_on = [google_bigquery_table.views_2]
+}
+
+# Table functions for date-bounded reports: they filter the table before ranking deliveries, so
+# BigQuery reads only the partitions of the range (a filter on the views cannot prune).
+# service/schemas/__init__.py names the same files; call_costs_between reuses call_costs.sql.
+resource "google_bigquery_routine" "calls_between" {
+  project         = var.project_id
+  dataset_id      = google_bigquery_dataset.millis.dataset_id
+  routine_id      = "calls_between"
+  routine_type    = "TABLE_VALUED_FUNCTION"
+  language        = "SQL"
+  description     = "One row per session started between start_date and end_date (inclusive, UTC): the latest delivery."
+  definition_body = templatefile("${local.schema_dir}/functions/calls_between.sql", local.function_sql_variables)
+
+  arguments {
+    name      = "start_date"
+    data_type = jsonencode({ typeKind = "DATE" })
+  }
+  arguments {
+    name      = "end_date"
+    data_type = jsonencode({ typeKind = "DATE" })
+  }
+
+  depends_on = [google_bigquery_table.tables]
+}
+
+resource "google_bigquery_routine" "call_costs_between" {
+  project         = var.project_id
+  dataset_id      = google_bigquery_dataset.millis.dataset_id
+  routine_id      = "call_costs_between"
+  routine_type    = "TABLE_VALUED_FUNCTION"
+  language        = "SQL"
+  description     = "call_costs for the calls started between start_date and end_date (inclusive, UTC)."
+  definition_body = templatefile("${local.schema_dir}/views/call_costs.sql", local.function_sql_variables)
+
+  arguments {
+    name      = "start_date"
+    data_type = jsonencode({ typeKind = "DATE" })
+  }
+  arguments {
+    name      = "end_date"
+    data_type = jsonencode({ typeKind = "DATE" })
+  }
+
+  depends_on = [google_bigquery_routine.calls_between]
 }

@@ -147,3 +147,20 @@ def hanging_endpoint() -> Iterator[str]:
     for connection in accepted:
         connection.close()
     server.close()
+
+
+@pytest.fixture(autouse=True)
+def rows_conform_to_bigquery(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every streamed insert any test makes is held to real BigQuery's rules first
+    (tests/bigquery_rules.py): the emulator alone would store rows production refuses."""
+    from google.cloud import bigquery
+
+    from tests.bigquery_rules import assert_request_conforms
+
+    original = bigquery.Client.insert_rows_json
+
+    def checked(self: Any, table: Any, json_rows: Any, row_ids: Any = None, **kwargs: Any) -> Any:
+        assert_request_conforms(list(json_rows), list(row_ids))
+        return original(self, table, json_rows, row_ids=row_ids, **kwargs)
+
+    monkeypatch.setattr(bigquery.Client, "insert_rows_json", checked)

@@ -33,6 +33,28 @@ def table_definitions() -> dict[str, dict[str, Any]]:
     return tables
 
 
+# Table functions: the reports of a date range, reading only that range's partitions (the views
+# rank every row of the table, so a filter on them cannot prune). Both take
+# (start_date DATE, end_date DATE), inclusive, in UTC. `call_costs_between` is the `call_costs`
+# view's SQL over `calls_between` instead of `calls`: one SQL file for both.
+FUNCTION_ORDER = ("calls_between", "call_costs_between")
+FUNCTION_FILES = {
+    "calls_between": "functions/calls_between.sql",
+    "call_costs_between": "views/call_costs.sql",
+}
+FUNCTION_ARGUMENTS = ("start_date", "end_date")
+
+
 def view_sql(name: str, project: str, dataset: str) -> str:
-    template = string.Template((VIEWS_DIR / f"{name}.sql").read_text())
-    return template.substitute(project=project, dataset=dataset)
+    return _render(f"views/{name}.sql", project, dataset, calls=f"`{project}.{dataset}.calls`")
+
+
+def function_sql(name: str, project: str, dataset: str) -> str:
+    """The body of a table function (its arguments are start_date and end_date)."""
+    calls = f"`{project}.{dataset}.calls_between`({', '.join(FUNCTION_ARGUMENTS)})"
+    return _render(FUNCTION_FILES[name], project, dataset, calls=calls)
+
+
+def _render(path: str, project: str, dataset: str, *, calls: str) -> str:
+    template = string.Template((SCHEMA_DIR / path).read_text())
+    return template.substitute(project=project, dataset=dataset, calls=calls)

@@ -5,7 +5,6 @@ from datetime import UTC, datetime
 
 import pytest
 
-from service import end_of_call
 from service.config import Settings
 from service.end_of_call import normalise_call, parse_payload
 from service.redaction import Redactor
@@ -90,7 +89,7 @@ def test_no_secret_reaches_the_row() -> None:
 def test_agent_config_can_be_dropped_entirely() -> None:
     row = row_of(current_payload(), store_agent_config=False)
     assert row["agent_config"] is None
-    assert json.loads(str(row["raw_payload"]))["agent_config"] is None
+    assert "agent_config" not in json.loads(str(row["raw_payload"]))
     assert "You are Ava" not in json.dumps(row)
 
 
@@ -100,11 +99,13 @@ def test_missing_ts_falls_back_to_received_time_minus_duration() -> None:
     assert row["total_credit"] is None and row["chat"] == []
 
 
-def test_huge_transcript_is_left_out_of_the_raw_copy_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(end_of_call, "RAW_PAYLOAD_FULL_LIMIT_BYTES", 1000)
+def test_raw_payload_holds_only_what_no_column_holds() -> None:
     chat = [{"role": "user", "content": "x" * 100}] * 50
-    row = row_of(original_payload(chat=chat))
+    body = original_payload(chat=chat, voip={"from": "+15551230000", "country": "US"})
+    row = row_of({**body, "cost_breakdown": [{"type": "llm", "credit": 0.1, "model": "m"}]})
     assert len(row["chat"]) == 50  # type: ignore[arg-type]
     raw = json.loads(str(row["raw_payload"]))
-    assert "chat" not in raw and raw["_chat_omitted"]
-    assert raw["metadata"] == {"name": "John"}
+    # The transcript, metadata and agent config have their columns; new nested fields are kept.
+    assert "chat" not in raw and "metadata" not in raw and "agent_config" not in raw
+    assert raw["voip"] == {"country": "US"}
+    assert raw["cost_breakdown"] == {"0": {"model": "m"}}

@@ -1,4 +1,6 @@
 -- One row per call with its cost components as columns (credit by component type).
+-- ${calls} is the `calls` view here, and `calls_between(start_date, end_date)` in the
+-- call_costs_between table function.
 SELECT
   calls.session_id,
   calls.call_id,
@@ -15,7 +17,14 @@ SELECT
   SUM(IF(cost.type = 'tts', cost.credit, 0)) AS tts_credit,
   SUM(IF(cost.type = 'stt', cost.credit, 0)) AS stt_credit,
   SUM(IF(cost.type = 'voip', cost.credit, 0)) AS voip_credit,
-  SUM(IF(cost.type NOT IN ('millis', 'llm', 'tts', 'stt', 'voip'), cost.credit, 0)) AS other_credit
-FROM `${project}.${dataset}.calls` AS calls
+  -- Every other type, NULL included: the credit columns always add up to total_credit.
+  SUM(
+    IF(
+      cost.type IS NULL OR cost.type NOT IN ('millis', 'llm', 'tts', 'stt', 'voip'),
+      cost.credit,
+      0
+    )
+  ) AS other_credit
+FROM ${calls} AS calls
 LEFT JOIN UNNEST(calls.cost_breakdown) AS cost
 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
