@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import binascii
 import functools
+from base64 import b64decode
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -85,6 +87,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(3 * 1024 * 1024, ge=1024, le=10_000_000)
     max_query_params: int = Field(100, ge=4, le=1000)
     max_query_value_chars: int = Field(1024, ge=16, le=65_536)
+    # The whole body must arrive within this time (a client dripping bytes frees its thread).
+    request_read_timeout_seconds: float = Field(10.0, gt=0, le=60)
 
     # Operations
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -107,6 +111,20 @@ class Settings(BaseSettings):
                 "BIGQUERY_INSERT_TIMEOUT_SECONDS + DEAD_LETTER_TIMEOUT_SECONDS must be at most 50"
             )
         return self
+
+    @field_validator("webhook_signing_secrets")
+    @classmethod
+    def _signing_secrets_are_base64(cls, secrets: list[SecretStr]) -> list[SecretStr]:
+        # Standard Webhooks secrets are `whsec_` + base64; a typo must stop the start-up with the
+        # variable named, not with a traceback (the secret itself is never echoed).
+        for secret in secrets:
+            text = secret.get_secret_value().removeprefix("whsec_")
+            try:
+                if not b64decode(text, validate=True):
+                    raise ValueError
+            except (binascii.Error, ValueError):
+                raise ValueError("each secret must be whsec_ followed by base64") from None
+        return secrets
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -6,6 +6,7 @@ values as they are read, so the cache and everything downstream hold plain data.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -20,6 +21,8 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore
 
 from service.coalescer import ReadCoalescer, ReadFailed
+
+log = logging.getLogger(__name__)
 
 Kind = Literal["profile", "agent"]
 DocumentKey = tuple[Kind, str]
@@ -126,6 +129,18 @@ class ProfileStore:
         self.reads: ReadCoalescer[DocumentKey, Document] = ReadCoalescer(
             self._get_all, max_concurrent_reads
         )
+
+    def warm_up(self, timeout: float) -> bool:
+        """Open the connection before the first caller needs it: credentials, TLS and the gRPC
+        channel would otherwise be paid inside the first prefetch's deadline. One read of a
+        document that does not exist, bounded by `timeout`; a failure is logged, never fatal
+        (the first prefetch then pays, as before)."""
+        try:
+            self._get_all([("agent", "_warm_up")], timeout)
+        except Exception as exc:
+            log.warning("firestore warm-up failed", extra={"error_type": type(exc).__name__})
+            return False
+        return True
 
     def last_known(self, key: DocumentKey) -> Document:
         """The cached document, however old (within the stale window), without any I/O."""

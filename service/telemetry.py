@@ -82,6 +82,9 @@ def configure_logging(settings: Settings) -> None:
     # Client libraries log request details at DEBUG/INFO; keep them quiet.
     for noisy in ("google", "urllib3", "grpc", "werkzeug"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # OpenTelemetry warns about a malformed `tracestate` header quoting its contents: any caller,
+    # authenticated or not, would choose what and how much we log. The header is ignored anyway.
+    logging.getLogger("opentelemetry.trace.span").setLevel(logging.ERROR)
 
 
 def configure_tracing(settings: Settings) -> None:

@@ -84,11 +84,12 @@ def query(bigquery_client: Any, sql: str, **parameters: Any) -> list[dict[str, A
 
 @pytest.fixture(scope="session")
 def framework_app(emulator_env: dict[str, str]) -> Any:
-    """The app exactly as functions-framework serves it (service/main.py, target `app`)."""
-    import functions_framework
-
+    """The app exactly as service/server.py serves it: functions-framework's app of
+    service/main.py (target `app`) behind the request guard."""
     os.environ.setdefault("GOOGLE_CLOUD_PROJECT", PROJECT)
-    return functions_framework.create_app(target="app", source=str(ROOT / "service" / "main.py"))
+    from service.server import build_app
+
+    return build_app()
 
 
 @pytest.fixture
@@ -98,7 +99,7 @@ def make_client(
     """make_client(**settings) -> a test client of the served app with a handler built from
     those settings (and optional injected clients/stores)."""
     from service.config import Settings
-    from service.main import WebhookHandler
+    from service.webhooks import WebhookHandler
 
     main_module = sys.modules["main"]  # the module functions-framework loaded from service/main.py
 

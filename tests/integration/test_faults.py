@@ -58,7 +58,7 @@ def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
 
 
 def served(make_client: Any, firestore: Any, bigquery: Any, **settings: Any) -> Any:
-    from service.main import WebhookHandler
+    from service.webhooks import WebhookHandler
 
     client = make_client(**settings)  # the functions-framework app, with a handler we replace
     handler = WebhookHandler(

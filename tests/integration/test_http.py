@@ -18,25 +18,28 @@ from tests.conftest import ROOT
 from tests.payloads import CHAT, current_payload
 
 
-def test_health_answers_without_dependencies(make_client: Any) -> None:
-    response = make_client(firestore=object(), bigquery=object()).get("/healthz")
+@pytest.mark.parametrize("path", ["/health", "/healthz"])
+def test_health_answers_without_dependencies(make_client: Any, path: str) -> None:
+    # /health for Cloud Run's probes (it reserves paths ending in z); /healthz for local tools.
+    response = make_client(firestore=object(), bigquery=object()).get(path)
     assert (response.status_code, response.get_json()) == (200, {"status": "ok"})
 
 
-@pytest.mark.parametrize("path", ["/", "/nope", "/prefetch/extra", "/robots.txt", "/../etc/passwd"])
+@pytest.mark.parametrize(
+    "path", ["/", "/nope", "/prefetch/extra", "/robots.txt", "/favicon.ico", "/../etc/passwd"]
+)
 def test_unknown_paths_are_404_json(make_client: Any, path: str) -> None:
     response = make_client().get(path)
     assert response.status_code == 404
-    if path != "/robots.txt":  # the framework itself answers robots.txt and favicon.ico
-        assert response.get_json()["error"] == "not_found"
+    assert response.get_json()["error"] == "not_found"
 
 
 @pytest.mark.parametrize(
     ("method", "path", "allowed"),
     [
-        ("POST", "/prefetch", "GET"),
+        ("POST", "/prefetch", "GET, HEAD"),
         ("GET", "/end-of-call", "POST"),
-        ("DELETE", "/healthz", "GET"),
+        ("DELETE", "/health", "GET, HEAD"),
         ("PUT", "/end-of-call", "POST"),
     ],
 )

@@ -1,0 +1,240 @@
+"""The HTTP guard: what is decided before the application reads a byte of the body.
+
+A WSGI middleware in front of the Flask app that functions-framework builds. functions-framework
+reads every request body in full after the handler has answered (an `after_request` hook), with no
+limit, for every route and without a token; and a malformed chunked body surfaces as an HTML 500.
+Here, in order, each answered at once and without reading the body (the connection then closes
+instead of being drained):
+
+- an unknown path: 404; a method the route does not serve: 405 with `Allow`;
+- a declared body over MAX_BODY_BYTES: 413;
+- a POST without a valid token (unless signed, which needs the body to check): 401.
+
+Then the body of an accepted POST is read here, bounded in size (chunked bodies too) and in time
+(REQUEST_READ_TIMEOUT_SECONDS for the whole body, so a client dripping a byte at a time cannot hold
+a thread), and malformed framing answers 400. GET routes never read a body. The application then
+sees the body already in memory. Every refusal is our JSON error body.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import flask
+from werkzeug.wrappers import Request
+
+from service.auth import TOKEN_PARAMETER
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+log = logging.getLogger("service")
+
+# Path -> methods served. HEAD is answered wherever GET is.
+ROUTES: dict[str, tuple[str, ...]] = {
+    "/prefetch": ("GET",),
+    "/end-of-call": ("POST",),
+    # Cloud Run reserves some paths ending in `z` (its known issues advise against all of them):
+    # probes use /health; /healthz stays for local tools.
+    "/health": ("GET",),
+    "/healthz": ("GET",),
+    "/openapi.json": ("GET",),
+}
+READ_CHUNK_BYTES = 64 * 1024
+# Millis payloads nest a few levels; BigQuery refuses JSON deeper than 500 and Firestore maps
+# deeper than 20, so a deep body is refused rather than kept as a dead letter forever.
+MAX_JSON_DEPTH = 32
+
+# Set by the guard when the request's body was left unread: the server closes the connection
+# instead of draining it (service/server.py).
+connection_state = threading.local()
+
+
+class HttpError(Exception):
+    def __init__(
+        self, status: int, error: str, message: str, headers: dict[str, str] | None = None
+    ):
+        super().__init__(message)
+        self.status, self.error, self.message, self.headers = status, error, message, headers or {}
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> flask.Response:
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    response = flask.Response(text, status=status, mimetype="application/json", headers=headers)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def error_json(error: str, message: str) -> bytes:
+    return json.dumps({"error": error, "message": message}, separators=(",", ":")).encode()
+
+
+def allowed_methods(path: str) -> tuple[str, ...] | None:
+    methods = ROUTES.get(path)
+    if methods is None:
+        return None
+    return (*methods, "HEAD") if "GET" in methods else methods
+
+
+def json_depth_exceeds(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether JSON text nests deeper than `limit`, found without parsing (the parser would
+    recurse): brackets are counted outside strings."""
+    depth = 0
+    in_string = escaped = False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return False
+
+
+class RequestGuard:
+    """WSGI middleware; `handler()` returns the live WebhookHandler (settings and auth)."""
+
+    def __init__(self, app: WSGIApplication, handler: Callable[[], Any]) -> None:
+        self.app = app
+        self.handler = handler
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        connection_state.close = False
+        path = environ.get("PATH_INFO", "").rstrip("/") or "/"
+        method = environ.get("REQUEST_METHOD", "")
+        methods = allowed_methods(path)
+        try:
+            if methods is None:
+                raise HttpError(404, "not_found", f"no webhook at {path[:100]}")
+            if method not in methods:
+                allow = ", ".join(methods)
+                raise HttpError(
+                    405, "method_not_allowed", f"use {allow} for {path}", {"Allow": allow}
+                )
+            if method == "POST":
+                self._accept_body(environ)
+            elif _announces_body(environ):
+                _replace_body(environ, b"")  # never read; the connection closes after answering
+                connection_state.close = True
+        except HttpError as exc:
+            if _announces_body(environ) and "wsgi.input" in environ:
+                connection_state.close = True
+            return _refuse(start_response, exc)
+        return self.app(environ, start_response)
+
+    def _accept_body(self, environ: WSGIEnvironment) -> None:
+        handler = self.handler()
+        limit = handler.settings.max_body_bytes
+        declared = _content_length(environ)
+        if declared is not None and declared > limit:
+            raise HttpError(413, "body_too_large", f"the body is limited to {limit} bytes")
+        request = Request(environ, shallow=True)
+        if not request.headers.get("webhook-signature"):
+            # A token is checked without the body; a signature needs it (read below, bounded).
+            failure = handler.auth.check(
+                "POST", request.headers, request.args.get(TOKEN_PARAMETER), b""
+            )
+            if failure is not None:
+                headers = {"WWW-Authenticate": "Bearer"} if failure.status == 401 else None
+                raise HttpError(failure.status, failure.error, failure.message, headers)
+        body = _read_body(environ, limit, handler.settings.request_read_timeout_seconds)
+        _replace_body(environ, body)
+
+
+def _refuse(start_response: StartResponse, exc: HttpError) -> Iterable[bytes]:
+    body = error_json(exc.error, exc.message)
+    headers = [
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(body))),
+        ("Cache-Control", "no-store"),
+        *exc.headers.items(),
+    ]
+    start_response(f"{exc.status} {_REASONS.get(exc.status, 'Error')}", headers)
+    return [body]
+
+
+_REASONS = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    411: "Length Required",
+    413: "Content Too Large",
+    503: "Service Unavailable",
+}
+
+
+def _content_length(environ: WSGIEnvironment) -> int | None:
+    text = environ.get("CONTENT_LENGTH") or ""
+    if not text:
+        return None
+    if not text.isdigit():
+        raise HttpError(400, "bad_request", "Content-Length is not a number")
+    return int(text)
+
+
+def _announces_body(environ: WSGIEnvironment) -> bool:
+    chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+    return chunked or (environ.get("CONTENT_LENGTH") or "0") not in ("", "0")
+
+
+def _replace_body(environ: WSGIEnvironment, body: bytes) -> None:
+    environ["wsgi.input"] = io.BytesIO(body)
+    environ["CONTENT_LENGTH"] = str(len(body))
+    environ.pop("HTTP_TRANSFER_ENCODING", None)
+    environ["wsgi.input_terminated"] = False
+
+
+def _read_body(environ: WSGIEnvironment, limit: int, timeout_seconds: float) -> bytes:
+    """Read at most limit + 1 bytes within the time allowed; framing errors are the client's."""
+    stream = environ["wsgi.input"]
+    sock = environ.get("gunicorn.socket")
+    deadline = time.monotonic() + timeout_seconds
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while size <= limit:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            if sock is not None:
+                sock.settimeout(remaining)  # each wait for bytes ends at the deadline
+            chunk = stream.read(min(READ_CHUNK_BYTES, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except TimeoutError:
+        connection_state.close = True
+        raise HttpError(
+            408, "body_timeout", f"the body did not arrive within {timeout_seconds:g} s"
+        ) from None
+    except HttpError:
+        raise
+    except Exception as exc:  # gunicorn's ParseException family, NoMoreData, a reset connection
+        connection_state.close = True
+        log.info("unreadable request body", extra={"error_type": type(exc).__name__})
+        raise HttpError(400, "bad_body", "the body is malformed or incomplete") from None
+    finally:
+        if sock is not None:
+            sock.settimeout(None)
+    if size > limit:
+        connection_state.close = True
+        raise HttpError(413, "body_too_large", f"the body is limited to {limit} bytes")
+    return b"".join(chunks)
