@@ -21,7 +21,8 @@ ENV PATH="/app/.venv/bin:$PATH" \
     PORT=8080
 USER 10001:10001
 EXPOSE 8080
-# Cloud Run probes /healthz itself (startup and liveness probes in terraform/cloud_run.tf).
-#checkov:skip=CKV_DOCKER_2:Cloud Run ignores HEALTHCHECK and probes /healthz instead.
-# functions-framework serves with gunicorn, as on Cloud Run, and honours PORT.
-CMD ["sh", "-c", "exec functions-framework --target=app --source=service/main.py --port=${PORT}"]
+# Cloud Run probes /health itself (startup and liveness probes in terraform/cloud_run.tf).
+#checkov:skip=CKV_DOCKER_2:Cloud Run ignores HEALTHCHECK and probes /health instead.
+# gunicorn with the request guard in front of functions-framework's app (service/server.py);
+# honours PORT, THREADS and CONCURRENCY.
+CMD ["python", "-m", "service.server"]

@@ -93,10 +93,23 @@ class Server:
     def __init__(self, source: str, target: str, port: int, env: dict[str, str]) -> None:
         self.port = port
         self.started = time.monotonic()
+        # The service is served as in production (service/server.py); the baselines by
+        # functions-framework itself.
+        command = (
+            [sys.executable, "-m", "service.server"]
+            if source == "service/main.py"
+            else [FUNCTIONS_FRAMEWORK, f"--target={target}", f"--source={source}"]
+        )
         self.process = subprocess.Popen(
-            [FUNCTIONS_FRAMEWORK, f"--target={target}", f"--source={source}", f"--port={port}"],
+            command,
             cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT), "LOG_LEVEL": "WARNING", **env},
+            env={
+                **os.environ,
+                "PYTHONPATH": str(ROOT),
+                "LOG_LEVEL": "WARNING",
+                "PORT": str(port),
+                **env,
+            },
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

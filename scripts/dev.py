@@ -60,18 +60,13 @@ def main() -> None:
             "PYTHONPATH": str(ROOT),
         }
         service = subprocess.Popen(
-            [
-                str(ROOT / ".venv/bin/functions-framework"),
-                "--target=app",
-                "--source=service/main.py",
-                f"--port={args.port}",
-            ],
+            [str(ROOT / ".venv/bin/python"), "-m", "service.server"],
             cwd=ROOT,
             env=env,
         )
         base = f"http://127.0.0.1:{args.port}"
         try:
-            wait_until_serving(f"{base}/healthz", service)
+            wait_until_serving(f"{base}/health", service)
             token = env["WEBHOOK_TOKENS"].split(",")[0]
             print(
                 f"""

@@ -1,8 +1,12 @@
+# Every other resource is ordered after these (directly or through what it references; checked
+# by tests/infra): in a new project even iam.googleapis.com is off until enabled here.
 locals {
   services = toset([
     "artifactregistry.googleapis.com",
     "bigquery.googleapis.com",
     "cloudbuild.googleapis.com",
+    # Project IAM bindings (google_project_iam_member) go through this API; not on by default.
+    "cloudresourcemanager.googleapis.com",
     "cloudtrace.googleapis.com",
     "firestore.googleapis.com",
     "iam.googleapis.com",

@@ -4,6 +4,8 @@ resource "google_service_account" "build" {
   account_id   = "${var.service_name}-build"
   display_name = "millis-webhooks build"
   description  = "Builds, pushes and deploys ${var.service_name} (cloudbuild.yaml)."
+
+  depends_on = [google_project_service.enabled]
 }
 
 resource "google_project_iam_member" "build_logs" {
@@ -38,6 +40,8 @@ resource "google_service_account_iam_member" "build_acts_as_runtime" {
 # Source uploads of `gcloud builds submit`, readable by the build account only.
 resource "google_storage_bucket" "build_sources" {
   #checkov:skip=CKV_GCP_62:Holds transient source uploads deleted after 30 days; Cloud Build logs every build.
+  depends_on = [google_project_service.enabled]
+
   project                     = var.project_id
   name                        = "${var.project_id}-${var.service_name}-builds"
   location                    = var.region

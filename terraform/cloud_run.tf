@@ -3,8 +3,11 @@ resource "google_cloud_run_v2_service" "webhooks" {
   name     = var.service_name
   location = var.region
   # Millis calls from the internet; the app checks the webhook token itself.
-  ingress             = "INGRESS_TRAFFIC_ALL"
-  deletion_protection = false
+  ingress = "INGRESS_TRAFFIC_ALL"
+  # Public without an allUsers binding (refused where the organisation restricts sharing to its
+  # domain): Cloud Run's recommended way. var.public_access = "all_users_binding" uses the binding.
+  invoker_iam_disabled = var.public_access == "invoker_iam_disabled"
+  deletion_protection  = false
 
   template {
     service_account                  = google_service_account.runtime.email
@@ -44,9 +47,9 @@ resource "google_cloud_run_v2_service" "webhooks" {
           PROFILE_CACHE_TTL_SECONDS = tostring(var.profile_cache_ttl_seconds)
           DEFAULT_PHONE_REGION      = var.default_phone_region
           STORE_AGENT_CONFIG        = var.store_agent_config
-          # gunicorn threads: one per concurrent request (the framework's default is 4 per CPU,
-          # which would queue requests that mostly wait on Firestore or BigQuery).
-          THREADS = tostring(var.concurrency)
+          # gunicorn threads: one per concurrent request plus spares, so that a liveness probe
+          # always finds a free thread on a busy instance (service/server.py).
+          THREADS = tostring(var.concurrency + 4)
         })
         content {
           name  = env.key
@@ -66,7 +69,7 @@ resource "google_cloud_run_v2_service" "webhooks" {
 
       startup_probe {
         http_get {
-          path = "/healthz"
+          path = "/health"
         }
         period_seconds    = 1
         timeout_seconds   = 1
@@ -75,7 +78,7 @@ resource "google_cloud_run_v2_service" "webhooks" {
 
       liveness_probe {
         http_get {
-          path = "/healthz"
+          path = "/health"
         }
         period_seconds    = 30
         timeout_seconds   = 2
@@ -96,13 +99,16 @@ resource "google_cloud_run_v2_service" "webhooks" {
   depends_on = [
     google_project_service.enabled,
     google_secret_manager_secret_version.webhook_token,
-    google_secret_manager_secret_iam_member.runtime_token,
+    time_sleep.runtime_grants_propagate,
   ]
 }
 
 # Millis cannot send Google identity tokens, so the service is publicly invocable; the app
 # refuses every webhook call without the shared token (and answers 503 if none is configured).
+# Only with public_access = "all_users_binding"; the default disables the invoker check instead.
 resource "google_cloud_run_v2_service_iam_member" "public_invoker" {
+  count = var.public_access == "all_users_binding" ? 1 : 0
+
   project  = var.project_id
   location = var.region
   name     = google_cloud_run_v2_service.webhooks.name

@@ -14,6 +14,8 @@ resource "google_service_account" "runtime" {
   account_id   = "${var.service_name}-run"
   display_name = "millis-webhooks runtime"
   description  = "Identity of the ${var.service_name} Cloud Run service."
+
+  depends_on = [google_project_service.enabled]
 }
 
 resource "google_project_iam_member" "runtime" {
@@ -30,6 +32,19 @@ resource "google_bigquery_dataset_iam_member" "runtime_data_editor" {
   dataset_id = google_bigquery_dataset.millis.dataset_id
   role       = "roles/bigquery.dataEditor"
   member     = google_service_account.runtime.member
+}
+
+# IAM changes take 2 to 7 minutes to propagate
+# (https://cloud.google.com/iam/docs/access-change-propagation): the first revision would start
+# before it may read its secret and fail the first apply. Cloud Run waits for this pause.
+resource "time_sleep" "runtime_grants_propagate" {
+  create_duration = var.iam_propagation_wait
+
+  triggers = {
+    project_roles = join(",", [for member in google_project_iam_member.runtime : member.id])
+    dataset       = google_bigquery_dataset_iam_member.runtime_data_editor.id
+    secret        = google_secret_manager_secret_iam_member.runtime_token.id
+  }
 }
 
 # Secret Manager: its own token only.

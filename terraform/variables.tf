@@ -200,3 +200,25 @@ variable "labels" {
   type        = map(string)
   default     = { app = "millis-webhooks" }
 }
+
+variable "public_access" {
+  description = "How the service is made public (Millis cannot send Google identity tokens; the app checks its own token): invoker_iam_disabled (Cloud Run's recommended way, works where the organisation restricts sharing to its domain) or all_users_binding (a roles/run.invoker binding for allUsers, the older way)."
+  type        = string
+  default     = "invoker_iam_disabled"
+
+  validation {
+    condition     = contains(["invoker_iam_disabled", "all_users_binding"], var.public_access)
+    error_message = "public_access must be invoker_iam_disabled or all_users_binding."
+  }
+}
+
+variable "iam_propagation_wait" {
+  description = "Pause after granting the runtime account its roles, before the first revision starts (IAM changes take 2 to 7 minutes to propagate)."
+  type        = string
+  default     = "120s"
+
+  validation {
+    condition     = can(regex("^[0-9]+[sm]$", var.iam_propagation_wait))
+    error_message = "iam_propagation_wait is a duration such as 120s or 3m."
+  }
+}

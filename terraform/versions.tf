@@ -3,12 +3,17 @@ terraform {
 
   required_providers {
     google = {
-      source  = "hashicorp/google"
-      version = ">= 6.10, < 8.0"
+      source = "hashicorp/google"
+      # invoker_iam_disabled on google_cloud_run_v2_service needs 6.9 or later.
+      version = ">= 6.10, < 9.0"
     }
     random = {
       source  = "hashicorp/random"
       version = ">= 3.6, < 4.0"
+    }
+    time = {
+      source  = "hashicorp/time"
+      version = ">= 0.9, < 1.0"
     }
   }
 }

@@ -179,8 +179,9 @@ def test_cloud_run_service_as_required() -> None:
     assert template["scaling"][0]["min_instance_count"] == "${var.min_instances}"
     container = template["containers"][0]
     assert container["resources"][0]["startup_cpu_boost"] is True
-    assert unquote(container["startup_probe"][0]["http_get"][0]["path"]) == "/healthz"
-    assert unquote(container["liveness_probe"][0]["http_get"][0]["path"]) == "/healthz"
+    # Cloud Run reserves paths ending in z: the probes use /health, which the service serves.
+    assert unquote(container["startup_probe"][0]["http_get"][0]["path"]) == "/health"
+    assert unquote(container["liveness_probe"][0]["http_get"][0]["path"]) == "/health"
     secret_env = [env for env in container["env"] if unquote(env.get("name")) == "WEBHOOK_TOKENS"]
     assert secret_env and "value_source" in secret_env[0]
     invoker = resources("google_cloud_run_v2_service_iam_member")["public_invoker"]
@@ -210,12 +211,12 @@ def test_dockerfile_passes_hadolint() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_dockerfile_runs_the_framework_as_non_root_from_the_lock_file() -> None:
+def test_dockerfile_runs_the_guarded_server_as_non_root_from_the_lock_file() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert text.count("FROM ") == 2
     assert "uv sync --frozen --no-dev" in text
     assert re.search(r"^USER 10001", text, re.MULTILINE)
-    assert "functions-framework --target=app --source=service/main.py --port=${PORT}" in text
+    assert 'CMD ["python", "-m", "service.server"]' in text
 
 
 def test_cloudbuild_matches_its_schema_and_deploys_the_commit() -> None:
@@ -233,3 +234,87 @@ def test_cloudbuild_matches_its_schema_and_deploys_the_commit() -> None:
     assert {"id: test", "id: build", "id: push", "id: deploy"} <= {
         line.strip().lstrip("- ") for line in text.splitlines()
     }
+
+
+def test_probes_use_a_path_the_service_serves_and_not_ending_in_z() -> None:
+    from service.http_guard import ROUTES
+
+    text = (TERRAFORM / "cloud_run.tf").read_text()
+    paths = re.findall(r'path\s*=\s*"([^"]+)"', text)
+    assert paths and all(path in ROUTES and not path.endswith("z") for path in paths)
+
+
+def test_probes_always_find_a_thread() -> None:
+    # One thread per concurrent request would leave none for the liveness probe on a busy
+    # instance (a slow BigQuery holds each end-of-call for seconds): threads = concurrency + spare.
+    text = (TERRAFORM / "cloud_run.tf").read_text()
+    match = re.search(r"THREADS\s*=\s*tostring\(var\.concurrency \+ (\d+)\)", text)
+    assert match and int(match.group(1)) >= 1
+
+
+REFERENCE = re.compile(r"\b((?:google|random|time)_[a-z0-9_]+)\.([a-z0-9_]+)\b")
+
+
+def _all_resources() -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for path in sorted(TERRAFORM.glob("*.tf")):
+        for block in hcl2.load(path.open()).get("resource", []):
+            for kind, named in block.items():
+                for name, body in named.items():
+                    found[f"{unquote(kind)}.{unquote(name)}"] = body
+    return found
+
+
+def test_every_google_resource_waits_for_the_apis() -> None:
+    """In an empty project no API is on (not even iam.googleapis.com): every Google resource
+    must come after google_project_service.enabled, by depends_on or through what it uses."""
+    everything = _all_resources()
+    uses = {
+        address: {
+            f"{kind}.{name}"
+            for kind, name in REFERENCE.findall(json.dumps(body))
+            if f"{kind}.{name}" in everything and f"{kind}.{name}" != address
+        }
+        for address, body in everything.items()
+    }
+    apis = "google_project_service.enabled"
+
+    def waits(address: str, seen: frozenset[str] = frozenset()) -> bool:
+        if apis in uses[address]:
+            return True
+        return any(waits(used, seen | {address}) for used in uses[address] - seen)
+
+    late = [a for a in everything if a.startswith("google_") and a != apis and not waits(a)]
+    assert late == []
+    assert resources("google_project_service")["enabled"]["for_each"] == "${local.services}"
+    text = (TERRAFORM / "apis.tf").read_text()
+    for api in ("iam.googleapis.com", "cloudresourcemanager.googleapis.com"):
+        assert f'"{api}"' in text
+
+
+def test_first_revision_starts_after_its_grants_have_propagated() -> None:
+    [sleep] = resources("time_sleep").values()
+    assert unquote(sleep["create_duration"]) == "${var.iam_propagation_wait}"
+    triggers = json.dumps(sleep["triggers"])
+    for grant in (
+        "google_project_iam_member.runtime",
+        "google_bigquery_dataset_iam_member.runtime_data_editor",
+        "google_secret_manager_secret_iam_member.runtime_token",
+    ):
+        assert grant in triggers
+    service = resources("google_cloud_run_v2_service")["webhooks"]
+    assert "${time_sleep.runtime_grants_propagate}" in service["depends_on"]
+    providers = terraform_blocks("terraform")[0]["required_providers"][0]
+    assert unquote(providers["time"]["source"]) == "hashicorp/time"
+
+
+def test_public_access_without_an_all_users_binding_by_default() -> None:
+    service = resources("google_cloud_run_v2_service")["webhooks"]
+    assert service["invoker_iam_disabled"] == '${var.public_access == "invoker_iam_disabled"}'
+    invoker = resources("google_cloud_run_v2_service_iam_member")["public_invoker"]
+    assert invoker["count"] == '${var.public_access == "all_users_binding" ? 1 : 0}'
+    variables = {
+        unquote(name): body for b in terraform_blocks("variable") for name, body in b.items()
+    }
+    variable = variables["public_access"]
+    assert unquote(variable["default"]) == "invoker_iam_disabled"

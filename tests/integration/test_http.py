@@ -135,7 +135,7 @@ def test_logs_are_cloud_logging_json_linked_to_the_trace_and_free_of_personal_da
 
 def serve(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "functions_framework", "--target=app", "--source=service/main.py"],
+        [sys.executable, "-m", "service.server"],
         cwd=ROOT,
         env={**os.environ, **env, "PORT": str(port), "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE,

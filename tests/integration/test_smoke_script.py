@@ -29,7 +29,7 @@ def served_url(emulator_env: dict[str, str], dataset: str) -> Any:
         "BIGQUERY_DATASET": dataset,
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "functions_framework", "--target=app", "--source=service/main.py"],
+        [sys.executable, "-m", "service.server"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
