@@ -18,9 +18,11 @@ sees the body already in memory. Every refusal is our JSON error body.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -50,10 +52,6 @@ READ_CHUNK_BYTES = 64 * 1024
 # Millis payloads nest a few levels; BigQuery refuses JSON deeper than 500 and Firestore maps
 # deeper than 20, so a deep body is refused rather than kept as a dead letter forever.
 MAX_JSON_DEPTH = 32
-
-# Set by the guard when the request's body was left unread: the server closes the connection
-# instead of draining it (service/server.py).
-connection_state = threading.local()
 
 
 class HttpError(Exception):
@@ -114,7 +112,6 @@ class RequestGuard:
         self.handler = handler
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        connection_state.close = False
         path = environ.get("PATH_INFO", "").rstrip("/") or "/"
         method = environ.get("REQUEST_METHOD", "")
         methods = allowed_methods(path)
@@ -129,11 +126,11 @@ class RequestGuard:
             if method == "POST":
                 self._accept_body(environ)
             elif _announces_body(environ):
-                _replace_body(environ, b"")  # never read; the connection closes after answering
-                connection_state.close = True
+                _replace_body(environ, b"")  # never read
+                _close_after_answer(start_response)
         except HttpError as exc:
-            if _announces_body(environ) and "wsgi.input" in environ:
-                connection_state.close = True
+            if _announces_body(environ):
+                _close_after_answer(start_response)
             return _refuse(start_response, exc)
         return self.app(environ, start_response)
 
@@ -154,6 +151,15 @@ class RequestGuard:
                 raise HttpError(failure.status, failure.error, failure.message, headers)
         body = _read_body(environ, limit, handler.settings.request_read_timeout_seconds)
         _replace_body(environ, body)
+
+
+def _close_after_answer(start_response: StartResponse) -> None:
+    """Close the connection after this answer instead of draining an unread body into a next
+    request. gunicorn's start_response is a method of its Response, which can force that (and
+    then says `Connection: close`); other servers are left to their own rules."""
+    response = getattr(start_response, "__self__", None)
+    if callable(getattr(response, "force_close", None)):
+        response.force_close()  # type: ignore[union-attr]
 
 
 def _refuse(start_response: StartResponse, exc: HttpError) -> Iterable[bytes]:
@@ -202,39 +208,49 @@ def _replace_body(environ: WSGIEnvironment, body: bytes) -> None:
 
 
 def _read_body(environ: WSGIEnvironment, limit: int, timeout_seconds: float) -> bytes:
-    """Read at most limit + 1 bytes within the time allowed; framing errors are the client's."""
+    """Read at most limit + 1 bytes within the time allowed; framing errors are the client's.
+
+    gunicorn's body reader loops until it has the bytes asked for, so a client dripping a byte at
+    a time never trips a socket timeout: at the deadline, a timer shuts the socket for reading,
+    which ends the read (the answer can still be written).
+    """
     stream = environ["wsgi.input"]
     sock = environ.get("gunicorn.socket")
     deadline = time.monotonic() + timeout_seconds
+    timer = None
+    if sock is not None:
+        sock.settimeout(timeout_seconds)  # an idle wait ends at the deadline too
+        timer = threading.Timer(timeout_seconds, _stop_reading, (sock,))
+        timer.daemon = True
+        timer.start()
     chunks: list[bytes] = []
     size = 0
     try:
         while size <= limit:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError
-            if sock is not None:
-                sock.settimeout(remaining)  # each wait for bytes ends at the deadline
             chunk = stream.read(min(READ_CHUNK_BYTES, limit + 1 - size))
             if not chunk:
                 break
             chunks.append(chunk)
             size += len(chunk)
-    except TimeoutError:
-        connection_state.close = True
-        raise HttpError(
-            408, "body_timeout", f"the body did not arrive within {timeout_seconds:g} s"
-        ) from None
-    except HttpError:
-        raise
+        if time.monotonic() >= deadline:
+            raise TimeoutError
     except Exception as exc:  # gunicorn's ParseException family, NoMoreData, a reset connection
-        connection_state.close = True
+        if isinstance(exc, TimeoutError) or time.monotonic() >= deadline:
+            raise HttpError(
+                408, "body_timeout", f"the body did not arrive within {timeout_seconds:g} s"
+            ) from None
         log.info("unreadable request body", extra={"error_type": type(exc).__name__})
         raise HttpError(400, "bad_body", "the body is malformed or incomplete") from None
     finally:
+        if timer is not None:
+            timer.cancel()
         if sock is not None:
             sock.settimeout(None)
     if size > limit:
-        connection_state.close = True
         raise HttpError(413, "body_too_large", f"the body is limited to {limit} bytes")
     return b"".join(chunks)
+
+
+def _stop_reading(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RD)

@@ -21,7 +21,7 @@ import gunicorn.util
 from gunicorn.app.base import BaseApplication
 from gunicorn.workers.gthread import ThreadWorker
 
-from service.http_guard import RequestGuard, connection_state, error_json
+from service.http_guard import RequestGuard, error_json
 
 MAIN = Path(__file__).with_name("main.py")
 # Cloud Run sends SIGTERM and, 10 s later, SIGKILL: requests in flight get 9 s to finish.
@@ -50,14 +50,8 @@ def _write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> Non
     gunicorn.util.write_nonblock(sock, head.encode("latin-1") + body)
 
 
-class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
-    """gunicorn's gthread worker; closes a connection whose body the guard left unread."""
-
-    def _keepalive_after(self, conn: Any, keepalive: bool) -> bool:
-        if getattr(connection_state, "close", False):
-            connection_state.close = False
-            return False
-        return bool(super()._keepalive_after(conn, keepalive))
+class JsonErrorThreadWorker(ThreadWorker):  # type: ignore[misc]
+    """gunicorn's gthread worker, answering its own protocol errors with our JSON body."""
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         original = gunicorn.util.write_error
@@ -96,7 +90,7 @@ def server_options(environ: dict[str, str]) -> dict[str, Any]:
     return {
         "bind": f"{environ.get('HOST', '0.0.0.0')}:{environ.get('PORT', '8080')}",
         "workers": int(environ.get("WORKERS", "1")),
-        "worker_class": GuardedThreadWorker,
+        "worker_class": JsonErrorThreadWorker,
         "threads": int(environ.get("THREADS", str(concurrency + SPARE_THREADS))),
         # Cloud Run ends requests itself (its request timeout); gunicorn's would kill the worker.
         "timeout": 0,
