@@ -90,14 +90,22 @@ def print_table(results: Sequence[Result | Summary], title: str) -> None:
 class Server:
     """A functions-framework process (gunicorn, as on Cloud Run) on a local port."""
 
-    def __init__(self, source: str, target: str, port: int, env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        source: str,
+        target: str,
+        port: int,
+        env: dict[str, str],
+        *,
+        plain_framework: bool = False,
+    ) -> None:
         self.port = port
         self.started = time.monotonic()
         # The service is served as in production (service/server.py); the baselines by
         # functions-framework itself.
         command = (
             [sys.executable, "-m", "service.server"]
-            if source == "service/main.py"
+            if source == "service/main.py" and not plain_framework
             else [FUNCTIONS_FRAMEWORK, f"--target={target}", f"--source={source}"]
         )
         self.process = subprocess.Popen(
