@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     profile_cache_max_entries: int = Field(20_000, ge=0, le=1_000_000)
     # Reads in flight at once per instance; more requests share the next read (coalescer.py).
     prefetch_max_concurrent_reads: int = Field(1, ge=1, le=64)
+    # JSON: {"agent_id": "secret"} or {"agent_id": ["new", "old"]} during a rotation. Those
+    # agents' lookup-key values count only when signed (`<key>_sig`, see service/prefetch.py).
+    lookup_signing_secrets: dict[str, list[SecretStr]] = Field(default_factory=dict)
 
     # End of call
     # Both budgets together are the longest an end-of-call can take: by default 9 s, inside the
@@ -125,6 +128,20 @@ class Settings(BaseSettings):
             except (binascii.Error, ValueError):
                 raise ValueError("each secret must be whsec_ followed by base64") from None
         return secrets
+
+    @field_validator("lookup_signing_secrets", mode="before")
+    @classmethod
+    def _one_or_more_secrets(cls, value: object) -> object:
+        if isinstance(value, dict):
+            return {k: [v] if isinstance(v, str) else v for k, v in value.items()}
+        return value
+
+    @field_validator("lookup_signing_secrets")
+    @classmethod
+    def _secrets_not_empty(cls, value: dict[str, list[SecretStr]]) -> dict[str, list[SecretStr]]:
+        if any(not s.get_secret_value() for secrets in value.values() for s in secrets):
+            raise ValueError("a signing secret is empty")
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

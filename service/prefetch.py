@@ -7,11 +7,13 @@ they are used only as document ids (after validation) and as template values, ne
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -38,6 +40,9 @@ AGENT_SETTINGS = frozenset(
 # Parameters Millis itself sends; the rest of the query string is the call's metadata.
 CALL_PARAMETERS = frozenset({"agent_id", "session_id", "from", "to"})
 
+LOOKUP_PREFIX = "lookup:"
+_LOOKUP_KEY = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+SIGNATURE_SUFFIX = "_sig"
 # A document id we accept from the outside: no "/", not "." or "..", not "__reserved__".
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _SAFE_DOCUMENT_ID = re.compile(r"^(?!\.\.?$)(?!__.*__$)[A-Za-z0-9_.@+:\-]{1,128}$")
@@ -46,19 +51,40 @@ _PLACEHOLDER = re.compile(
 )
 _MAX_TEMPLATE_VALUE_CHARS = 1000
 _MAX_EXTRA_PROMPT_CHARS = 20_000
+_MAX_SUBSTITUTIONS = 1_000
+# Rendering may finish a little after the lookup's deadline, never much after.
+_RENDER_GRACE_SECONDS = 0.05
 
 
 def normalise_phone(raw: str | None, default_region: str) -> str | None:
-    """E.164 form of a phone number, or None when it is not one."""
+    """E.164 form of a phone number, or None when it is not one or could be two different people.
+
+    - An unencoded `+` in a query string decodes to a space: ` 6591234567` is `+6591234567`.
+    - A number without `+` is read in `default_region` only when it does not also read as a valid
+      international number: `6591234567` is a Singapore number written without `+` as much as a
+      US one, and must not answer with another person's profile.
+    """
     if not raw or len(raw) > 64:
         return None
     if _E164.match(raw):
         return raw  # what Millis sends: already E.164, and parsing costs more than the read
+    if raw[:1].isspace() and raw.lstrip()[:1].isdigit():
+        raw = "+" + raw.lstrip()
+    if raw.lstrip().startswith("+"):
+        return _parse(raw, None, phonenumbers.is_possible_number)
+    national = _parse(raw, default_region, phonenumbers.is_possible_number)
+    as_international = _parse("+" + raw.strip(), None, phonenumbers.is_valid_number)
+    if national is None or (as_international is not None and as_international != national):
+        return None
+    return national
+
+
+def _parse(raw: str, region: str | None, check: Any) -> str | None:
     try:
-        number = phonenumbers.parse(raw, default_region)
+        number = phonenumbers.parse(raw, region)
     except phonenumbers.NumberParseException:
         return None
-    if not phonenumbers.is_possible_number(number):
+    if not check(number):
         return None
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
@@ -69,21 +95,82 @@ def safe_document_id(value: Any) -> str | None:
     return None
 
 
-def render_template(template: str, values: Mapping[str, Any]) -> str:
-    """Fill `{field}` / `{map.field}` placeholders; unknown placeholders stay as written."""
+def render_template(
+    template: str,
+    values: Mapping[str, Any],
+    *,
+    max_chars: int = _MAX_EXTRA_PROMPT_CHARS,
+    deadline: float | None = None,
+) -> str:
+    """Fill `{field}` / `{map.field}` placeholders; unknown placeholders stay as written.
 
-    def substitute(match: re.Match[str]) -> str:
+    Bounded as it goes, whatever the profile holds: output stops at `max_chars`, after
+    _MAX_SUBSTITUTIONS placeholders, or at `deadline` (time.monotonic()), and each distinct value
+    is turned into text once (a large map referenced a thousand times is serialised once).
+    """
+    pieces: list[str] = []
+    size = 0
+    texts: dict[str, str] = {}
+    position = 0
+    for count, match in enumerate(_PLACEHOLDER.finditer(template)):
+        if count >= _MAX_SUBSTITUTIONS or (deadline is not None and time.monotonic() > deadline):
+            # Stop here: the text up to this placeholder is the answer.
+            pieces.append(template[position : match.start()][: max_chars - size])
+            return "".join(pieces)
+        for text in (template[position : match.start()], _value_text(match, values, texts)):
+            pieces.append(text[: max_chars - size])
+            size += len(pieces[-1])
+        position = match.end()
+        if size >= max_chars:
+            return "".join(pieces)
+    pieces.append(template[position:][: max_chars - size])
+    return "".join(pieces)
+
+
+def _value_text(match: re.Match[str], values: Mapping[str, Any], texts: dict[str, str]) -> str:
+    path = match.group(1)
+    if path not in texts:
         value: Any = values
-        for part in match.group(1).split("."):
+        for part in path.split("."):
             if not isinstance(value, Mapping) or part not in value:
-                return match.group(0)
+                texts[path] = match.group(0)
+                return texts[path]
             value = value[part]
         if value is None:
-            return ""
-        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-        return text[:_MAX_TEMPLATE_VALUE_CHARS]
+            texts[path] = ""
+        elif isinstance(value, str):
+            texts[path] = value[:_MAX_TEMPLATE_VALUE_CHARS]
+        else:
+            texts[path] = json.dumps(value, ensure_ascii=False)[:_MAX_TEMPLATE_VALUE_CHARS]
+    return texts[path]
 
-    return _PLACEHOLDER.sub(substitute, template)[:_MAX_EXTRA_PROMPT_CHARS]
+
+def reserved_field_problems(document: Mapping[str, Any], kind: str = "profile") -> list[str]:
+    """Reserved fields of the wrong type. Each one restricts (fails closed): a profile with
+    `agents: "agent-x"` (text, not a list) or `disabled: "true"` (text) is served to nobody, not
+    to everybody. Reported by scripts/profiles.py import and show."""
+    problems = []
+    if "disabled" in document and not isinstance(document["disabled"], bool):
+        problems.append("disabled must be true or false (a boolean)")
+    agents = document.get("agents")
+    agent_ids = isinstance(agents, list) and all(isinstance(a, str) for a in agents)
+    if kind == "profile" and agents is not None and not agent_ids:
+        problems.append("agents must be a list of agent ids")
+    prompt = document.get("extra_prompt")
+    if prompt is not None and not isinstance(prompt, str):
+        problems.append("extra_prompt must be text")
+    return problems
+
+
+def lookup_document_id(key: str, value: str) -> str:
+    """Profiles found by a lookup key live apart from phone-number profiles: a caller who sends
+    `crm_id=+15551234567` reaches `lookup:crm_id:+15551234567`, never the profile of that number."""
+    return f"{LOOKUP_PREFIX}{key}:{value}"
+
+
+def lookup_signature(secret: str, value: str) -> str:
+    """What the user's backend sends as `<key>_sig` when it starts the call."""
+    return hmac.new(secret.encode(), value.encode(), hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -112,8 +199,11 @@ class PrefetchService:
         default_format: ResponseFormat,
         default_region: str,
         default_lookup_key: str,
+        lookup_signing_secrets: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.store = store
+        # agent id -> secrets (several during a rotation); those agents' lookups must be signed.
+        self.lookup_signing_secrets = dict(lookup_signing_secrets or {})
         self.deadline_seconds = deadline_seconds
         self.default_format = default_format
         self.default_region = default_region
@@ -128,7 +218,7 @@ class PrefetchService:
         # After an agent's first call its document is cached: its lookup key and own numbers are
         # known before the read, which then fetches only the caller's candidate profiles.
         cached_agent = self.store.last_known(agent_key) if agent_id_ok else None
-        lookup_id = self._lookup_id(cached_agent, request.metadata)
+        lookup_id = self._lookup_id(cached_agent, request)
         own_numbers = self._own_numbers(cached_agent or {})
         keys: list[DocumentKey] = [agent_key] if agent_id_ok else []
         if lookup_id:
@@ -137,7 +227,7 @@ class PrefetchService:
 
         result = self.store.read(keys, max(0.0, deadline - time.monotonic()))
         agent = result.documents.get(agent_key) or {}
-        late_lookup_id = self._lookup_id(agent, request.metadata)
+        late_lookup_id = self._lookup_id(agent, request)
         if late_lookup_id and late_lookup_id != lookup_id:
             remaining = deadline - time.monotonic()
             if remaining > 0.005:
@@ -146,8 +236,8 @@ class PrefetchService:
                 result.failure = result.failure or extra.failure
             lookup_id = late_lookup_id
 
-        if agent.get("disabled") is True:
-            agent = {}
+        if agent.get("disabled", False) is not False or reserved_field_problems(agent, "agent"):
+            agent = {}  # a disabled agent, or one whose settings are of the wrong type
         candidates = ([lookup_id] if lookup_id else []) + self._order_numbers(numbers, agent)
         profile = None
         for document_id in candidates:
@@ -156,7 +246,7 @@ class PrefetchService:
                 profile = document
                 break
 
-        body = self._shape(agent, profile or {}, request)
+        body = self._shape(agent, profile or {}, request, deadline + _RENDER_GRACE_SECONDS)
         if result.failure:
             log.warning(
                 "profile store unavailable; answered from cache or agent defaults",
@@ -172,13 +262,22 @@ class PrefetchService:
                 numbers.append(number)
         return numbers
 
-    def _lookup_id(
-        self, agent: Mapping[str, Any] | None, metadata: Mapping[str, str]
-    ) -> str | None:
+    def _lookup_id(self, agent: Mapping[str, Any] | None, request: PrefetchRequest) -> str | None:
         key = (agent or {}).get("lookup_key") or self.default_lookup_key
-        if not isinstance(key, str) or not key:
+        if not isinstance(key, str) or not _LOOKUP_KEY.match(key):
             return None
-        return safe_document_id(metadata.get(key))
+        value = request.metadata.get(key)
+        if not value or safe_document_id(value) is None:
+            return None
+        secrets = self.lookup_signing_secrets.get(request.agent_id)
+        if secrets:  # this agent's lookups must be signed by the user's backend
+            sent = request.metadata.get(key + SIGNATURE_SUFFIX, "")
+            if not any(
+                hmac.compare_digest(lookup_signature(secret, value), sent.lower())
+                for secret in secrets
+            ):
+                return None  # unsigned or wrongly signed: ignored, the numbers still apply
+        return lookup_document_id(key, value)
 
     def _own_numbers(self, agent: Mapping[str, Any]) -> set[str | None]:
         own = agent.get("phone_numbers")
@@ -193,13 +292,17 @@ class PrefetchService:
 
     @staticmethod
     def _usable(profile: Mapping[str, Any], agent_id: str) -> bool:
-        if profile.get("disabled") is True:
+        if profile.get("disabled", False) is not False or reserved_field_problems(profile):
             return False
         allowed = profile.get("agents")
-        return not isinstance(allowed, list) or agent_id in allowed
+        return allowed is None or agent_id in allowed
 
     def _shape(
-        self, agent: Mapping[str, Any], profile: Mapping[str, Any], request: PrefetchRequest
+        self,
+        agent: Mapping[str, Any],
+        profile: Mapping[str, Any],
+        request: PrefetchRequest,
+        deadline: float,
     ) -> dict[str, Any]:
         fields = {key: value for key, value in agent.items() if key not in AGENT_SETTINGS}
         fields.update((key, value) for key, value in profile.items() if key not in PROFILE_SETTINGS)
@@ -210,11 +313,12 @@ class PrefetchService:
         else:  # metadata fills gaps only: a caller cannot rewrite what the profile says
             template_values = {**request.metadata, **fields, **call_values}
         prompts = [
-            render_template(text, template_values)
+            text
             for text in (agent.get("extra_prompt"), profile.get("extra_prompt"))
             if isinstance(text, str) and text.strip()
         ]
-        extra_prompt = "\n".join(prompts)
+        # One budget for both prompts: the answer never exceeds _MAX_EXTRA_PROMPT_CHARS.
+        extra_prompt = render_template("\n".join(prompts), template_values, deadline=deadline)
 
         response_format = agent.get("response_format")
         if response_format not in ("current", "original"):

@@ -74,6 +74,10 @@ class WebhookHandler:
             default_format=settings.prefetch_response_format,
             default_region=settings.default_phone_region,
             default_lookup_key=settings.prefetch_lookup_key,
+            lookup_signing_secrets={
+                agent: [secret.get_secret_value() for secret in secrets]
+                for agent, secrets in settings.lookup_signing_secrets.items()
+            },
         )
         self._end_of_call: tuple[BigQuerySink, DeadLetterStore, Redactor] | None = None
         self._end_of_call_lock = threading.Lock()

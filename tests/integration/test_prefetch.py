@@ -148,7 +148,7 @@ def test_disabled_profile_and_other_agents_profile_are_ignored(
 
 def test_lookup_by_metadata_key_first(make_client: Any, clean_firestore: Any) -> None:
     put(clean_firestore, "agents", AGENT, {"lookup_key": "crm_id"})
-    put(clean_firestore, "profiles", "C-1001", {"name": "From CRM"})
+    put(clean_firestore, "profiles", "lookup:crm_id:C-1001", {"name": "From CRM"})
     put(clean_firestore, "profiles", "+15551234567", {"name": "From phone"})
     client = make_client()
     response = prefetch(client, crm_id="C-1001", **{"from": "+15551234567"})
@@ -409,3 +409,104 @@ def test_concurrent_requests_share_reads_and_each_gets_its_own_caller(
             expected["name"] = f"Caller {number[-4:]}"
         assert body == {"metadata": expected}
     assert SlowFirestore.calls < len(numbers) / 2
+
+
+@pytest.mark.parametrize(
+    "profile",
+    [
+        {"name": "Ann", "agents": "agent-x"},  # text, not a list: served to nobody
+        {"name": "Ann", "agents": AGENT},  # even when it names this agent
+        {"name": "Ann", "agents": [AGENT, 5]},
+        {"name": "Ann", "disabled": "true"},
+        {"name": "Ann", "disabled": "false"},  # text: the intent is unknown, so restrict
+        {"name": "Ann", "disabled": 0},
+        {"name": "Ann", "extra_prompt": ["not", "text"]},
+    ],
+)
+def test_reserved_fields_of_the_wrong_type_restrict(
+    make_client: Any, clean_firestore: Any, profile: dict[str, Any]
+) -> None:
+    put(clean_firestore, "profiles", "+15551234567", profile)
+    response = prefetch(make_client(), **{"from": "+15551234567"})
+    assert response.status_code == 200 and response.get_json() == {}
+
+
+def test_a_disabled_agent_of_the_wrong_type_gives_no_defaults(
+    make_client: Any, clean_firestore: Any
+) -> None:
+    put(clean_firestore, "agents", AGENT, {"greeting": "hi", "disabled": "yes"})
+    assert prefetch(make_client(), session_id="s").get_json() == {}
+
+
+@pytest.mark.parametrize(
+    ("sent", "owner"),
+    [
+        (" 6591234567", "+6591234567"),  # Singapore, `+` decoded to a space
+        (" 447911123456", "+447911123456"),  # United Kingdom
+        (" 4915112345678", "+4915112345678"),  # Germany
+        (" 919812345678", "+919812345678"),  # India
+        (" 61412345678", "+61412345678"),  # Australia
+    ],
+)
+def test_an_unencoded_plus_reads_as_plus_and_never_as_a_us_number(
+    make_client: Any, clean_firestore: Any, sent: str, owner: str
+) -> None:
+    put(clean_firestore, "profiles", owner, {"name": "Owner"})
+    put(clean_firestore, "profiles", "+1" + owner[1:11], {"name": "Someone else"})
+    response = prefetch(make_client(), **{"from": sent})
+    assert response.get_json() == {"metadata": {"name": "Owner"}}
+    # Without the space the number is ambiguous (national or international): nobody's profile.
+    ambiguous = prefetch(make_client(), **{"from": sent.strip()})
+    assert ambiguous.get_json() == {}
+
+
+def test_lookup_values_cannot_reach_phone_number_profiles(
+    make_client: Any, clean_firestore: Any
+) -> None:
+    put(clean_firestore, "agents", AGENT, {"lookup_key": "crm_id"})
+    put(clean_firestore, "profiles", "+15551234567", {"name": "Phone owner"})
+    put(clean_firestore, "profiles", "lookup:crm_id:C-1", {"name": "CRM one"})
+    client = make_client()
+    assert prefetch(client, crm_id="+15551234567").get_json() == {}
+    assert prefetch(client, crm_id="C-1").get_json() == {"metadata": {"name": "CRM one"}}
+
+
+def test_signed_lookups_count_only_with_a_valid_signature(
+    make_client: Any, clean_firestore: Any
+) -> None:
+    from service.prefetch import lookup_signature
+
+    put(clean_firestore, "agents", AGENT, {"lookup_key": "crm_id"})
+    put(clean_firestore, "profiles", "lookup:crm_id:C-7", {"name": "Signed"})
+    put(clean_firestore, "profiles", "+15551234567", {"name": "Phone"})
+    client = make_client(lookup_signing_secrets={AGENT: ["new-secret", "old-secret"]})
+    number = {"from": "+15551234567"}
+    good = lookup_signature("old-secret", "C-7")  # a secret being rotated out still counts
+    assert prefetch(client, crm_id="C-7", crm_id_sig=good).get_json()["metadata"] == {
+        "name": "Signed"
+    }
+    for signature in (None, "", "0" * 64, lookup_signature("other", "C-7"), good[:-1]):
+        params = {"crm_id": "C-7", **number}
+        if signature is not None:
+            params["crm_id_sig"] = signature
+        assert prefetch(client, **params).get_json() == {"metadata": {"name": "Phone"}}
+    # a signature for another value does not transfer
+    forged = prefetch(client, crm_id="C-8", crm_id_sig=good).get_json()
+    assert forged == {}
+
+
+def test_hostile_templates_are_bounded_in_size_and_time(
+    make_client: Any, clean_firestore: Any
+) -> None:
+    put(clean_firestore, "agents", AGENT, {"extra_prompt": "Agent: {x}" + "{x}" * 300_000})
+    put(clean_firestore, "profiles", "+15551234567", {"x": "y" * 1000})
+    client = make_client()
+    response = prefetch(client, **{"from": "+15551234567"})
+    assert response.status_code == 200
+    assert len(response.get_json()["extra_prompt"]) == 20_000
+    put(clean_firestore, "agents", AGENT, {"extra_prompt": "{m}" * 1000})
+    put(
+        clean_firestore, "profiles", "+15551230000", {"m": {f"k{i}": "v" * 90 for i in range(9000)}}
+    )
+    response = prefetch(make_client(), **{"from": "+15551230000"})
+    assert response.status_code == 200 and len(response.get_json()["extra_prompt"]) <= 20_000

@@ -71,3 +71,29 @@ def test_firestore_values_become_json_safe() -> None:
         "where": {"latitude": 1.5, "longitude": 2.5},
         "nested": {"list": [1, "y"], "ok": True},
     }
+
+
+def test_rendering_stops_at_the_cap_without_expanding_the_rest() -> None:
+    from service.prefetch import render_template
+
+    calls = 0
+
+    class Counting(dict[str, str]):
+        def __getitem__(self, key: str) -> str:
+            nonlocal calls
+            calls += 1
+            return super().__getitem__(key)
+
+    values = Counting(x="y" * 1000)
+    text = render_template("{x}" * 300_000, values, max_chars=20_000)
+    assert text == "y" * 20_000
+    assert calls == 1  # each distinct placeholder is turned into text once
+
+
+def test_rendering_stops_after_the_substitution_limit_and_at_the_deadline() -> None:
+    import time
+
+    from service.prefetch import render_template
+
+    assert render_template("{x}." * 5000, {"x": ""}) == "." * 1000
+    assert render_template("a{x}b", {"x": "1"}, deadline=time.monotonic() - 1) == "a"
