@@ -9,7 +9,10 @@ Reads the service's environment (GOOGLE_CLOUD_PROJECT, FIRESTORE_DATABASE, PROFI
 AGENTS_COLLECTION, DEFAULT_PHONE_REGION; FIRESTORE_EMULATOR_HOST for the emulator).
 
 Import: one row per caller. The `phone` column (or --id-column) holds the number, normalised to
-E.164 (the document id); every other non-empty column becomes a field. `agents` is a
+E.164 (the document id); or, for a profile found by an agent's lookup key instead, a `lookup`
+column holds `key:value` (e.g. `crm_id:C-1001`, document `lookup:crm_id:C-1001`). Every other
+non-empty column becomes a field. Reserved fields of the wrong type (which the webhook treats as
+"serve to nobody") are reported. `agents` is a
 semicolon-separated list, `disabled` is true/false. In JSON Lines each line is an object with a
 `phone` key; nested maps are kept. Bad rows are reported with their line number and skipped;
 when a number appears twice, the later row wins and the earlier one is reported. Re-running the
@@ -31,7 +34,14 @@ from typing import Any, TextIO
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from service.config import get_settings
-from service.prefetch import PrefetchRequest, PrefetchService, normalise_phone
+from service.prefetch import (
+    PrefetchRequest,
+    PrefetchService,
+    lookup_document_id,
+    normalise_phone,
+    reserved_field_problems,
+    safe_document_id,
+)
 from service.profiles import DocumentCache, ProfileStore, to_plain
 from service.profiles import make_client as firestore_client
 
@@ -97,10 +107,21 @@ def read_profiles(
             if isinstance(row, str):
                 report.problems.append((line, row))
                 continue
+            lookup = row.pop("lookup", None)
             raw = row.pop(id_column, None)
-            number = normalise_phone(str(raw), region) if raw not in (None, "") else None
+            if lookup not in (None, ""):
+                number = _lookup_id(str(lookup))
+                if number is None:
+                    report.problems.append((line, "lookup must be key:value (e.g. crm_id:C-1)"))
+                    continue
+            else:
+                number = normalise_phone(str(raw), region) if raw not in (None, "") else None
             if number is None:
                 report.problems.append((line, f"{id_column} is missing or not a phone number"))
+                continue
+            problems = reserved_field_problems(row)
+            if problems:
+                report.problems.append((line, "; ".join(problems)))
                 continue
             if number in first_line:
                 report.problems.append(
@@ -113,6 +134,13 @@ def read_profiles(
             profiles[number] = row
     report.problems.sort()
     return profiles, report
+
+
+def _lookup_id(text: str) -> str | None:
+    key, _, value = text.partition(":")
+    if not key or safe_document_id(value) is None:
+        return None
+    return lookup_document_id(key.strip(), value)
 
 
 def import_profiles(
@@ -189,7 +217,22 @@ def show_answer(
     answer = service.answer(
         PrefetchRequest(agent_id, "profiles-show", from_number, to_number, params)
     )
-    return {"answer": answer.body, "profile_found": answer.profile_found}
+    shown: dict[str, Any] = {"answer": answer.body, "profile_found": answer.profile_found}
+    # Documents this call could have used whose reserved fields make them serve nobody.
+    problems = {}
+    for number in (from_number, to_number):
+        document_id = normalise_phone(number, settings.default_phone_region) if number else None
+        if document_id:
+            snapshot = client.collection(settings.profiles_collection).document(document_id).get()
+            found = reserved_field_problems(snapshot.to_dict() or {})
+            if found:
+                problems[document_id] = found
+    agent = client.collection(settings.agents_collection).document(agent_id).get()
+    if reserved_field_problems(agent.to_dict() or {}, "agent"):
+        problems[f"agents/{agent_id}"] = reserved_field_problems(agent.to_dict() or {}, "agent")
+    if problems:
+        shown["problems"] = problems
+    return shown
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -135,3 +135,34 @@ def test_show_prints_what_the_webhook_answers(
     served = make_client().get("/prefetch?" + urlencode(query)).get_json()
     assert shown == {"answer": served, "profile_found": True}
     assert json.dumps(shown)
+
+
+def test_lookup_rows_and_reserved_field_problems(clean_firestore: Any, tmp_path: Path) -> None:
+    path = tmp_path / "callers.jsonl"
+    lines = [
+        {"lookup": "crm_id:C-1001", "name": "From CRM"},
+        {"lookup": "crm_id", "name": "No value"},
+        {"phone": "+15551234567", "name": "Ann", "agents": "agent-x"},
+        {"phone": "+15559876543", "name": "Bob", "disabled": "true"},
+        {"phone": "+15550001111", "name": "Cy", "agents": ["agent-1"]},
+    ]
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    report = import_profiles(clean_firestore, path, region="US")
+    assert report.problems == [
+        (2, "lookup must be key:value (e.g. crm_id:C-1)"),
+        (3, "agents must be a list of agent ids"),
+        (4, "disabled must be true or false (a boolean)"),
+    ]
+    assert set(documents(clean_firestore)) == {"lookup:crm_id:C-1001", "+15550001111"}
+
+
+def test_show_reports_documents_that_serve_nobody(
+    clean_firestore: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "test-millis")
+    clean_firestore.collection("profiles").document("+15551234567").set(
+        {"name": "Ann", "agents": "agent-1"}
+    )
+    shown = show_answer(clean_firestore, "agent-1", "+15551234567", None, {})
+    assert shown["profile_found"] is False
+    assert shown["problems"] == {"+15551234567": ["agents must be a list of agent ids"]}
