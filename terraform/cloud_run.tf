@@ -67,6 +67,19 @@ resource "google_cloud_run_v2_service" "webhooks" {
         }
       }
 
+      dynamic "env" {
+        for_each = local.lookup_signing_enabled ? [1] : []
+        content {
+          name = "LOOKUP_SIGNING_SECRETS"
+          value_source {
+            secret_key_ref {
+              secret  = google_secret_manager_secret.lookup_signing[0].secret_id
+              version = "latest"
+            }
+          }
+        }
+      }
+
       startup_probe {
         http_get {
           path = "/health"

@@ -44,6 +44,7 @@ resource "time_sleep" "runtime_grants_propagate" {
     project_roles = join(",", [for member in google_project_iam_member.runtime : member.id])
     dataset       = google_bigquery_dataset_iam_member.runtime_data_editor.id
     secret        = google_secret_manager_secret_iam_member.runtime_token.id
+    lookup        = join(",", google_secret_manager_secret_iam_member.runtime_lookup_signing[*].id)
   }
 }
 

@@ -222,3 +222,15 @@ variable "iam_propagation_wait" {
     error_message = "iam_propagation_wait is a duration such as 120s or 3m."
   }
 }
+
+variable "lookup_signing_secrets" {
+  description = "JSON map of Millis agent id to a secret (or a list of secrets during a rotation): those agents' lookup-key values count only when signed by your backend (README, Lookup keys). Null: no agent requires signatures."
+  type        = string
+  default     = null
+  sensitive   = true
+
+  validation {
+    condition     = var.lookup_signing_secrets == null || can(keys(jsondecode(coalesce(var.lookup_signing_secrets, "{}"))))
+    error_message = "lookup_signing_secrets must be null or a JSON object."
+  }
+}

@@ -318,3 +318,16 @@ def test_public_access_without_an_all_users_binding_by_default() -> None:
     }
     variable = variables["public_access"]
     assert unquote(variable["default"]) == "invoker_iam_disabled"
+
+
+def test_lookup_signing_secrets_reach_the_service_from_secret_manager_only() -> None:
+    secret = resources("google_secret_manager_secret")["lookup_signing"]
+    assert secret["count"] == "${local.lookup_signing_enabled ? 1 : 0}"
+    grant = resources("google_secret_manager_secret_iam_member")["runtime_lookup_signing"]
+    assert unquote(grant["role"]) == "roles/secretmanager.secretAccessor"
+    text = (TERRAFORM / "cloud_run.tf").read_text()
+    assert re.search(r'name = "LOOKUP_SIGNING_SECRETS"\s*value_source \{\s*secret_key_ref', text)
+    variables = {
+        unquote(k): body for block in terraform_blocks("variable") for k, body in block.items()
+    }
+    assert variables["lookup_signing_secrets"]["sensitive"] is True
