@@ -124,7 +124,7 @@ def load(
     from service.sink import InsertFailed
 
     report = BackfillReport()
-    redactor = Redactor(settings.redact_key_patterns)
+    redactor = Redactor.from_settings(settings)
     batch: list[dict[str, Any]] = []
 
     def flush() -> None:
@@ -166,7 +166,7 @@ def load(
                 received_at=datetime.now(UTC),
                 source="backfill",
                 redactor=redactor,
-                store_agent_config=settings.store_agent_config == "redacted",
+                store_agent_config=settings.store_agent_config != "none",
             )
         )
         if len(batch) >= batch_size:

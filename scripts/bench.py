@@ -108,7 +108,7 @@ def main() -> None:
             list(firestore.get_all([profiles.document(rng.choice(numbers))], timeout=5))
 
         settings = Settings(google_cloud_project=PROJECT)
-        redactor = Redactor(settings.redact_key_patterns)
+        redactor = Redactor.from_settings(settings)
 
         def row() -> dict[str, object]:
             raw = demo_data.demo_end_of_call(uuid.uuid4().hex)

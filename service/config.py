@@ -63,7 +63,29 @@ class Settings(BaseSettings):
     bigquery_insert_timeout_seconds: float = Field(6.0, gt=0, le=50)
     bigquery_insert_attempts: int = Field(3, ge=1, le=10)
     dead_letter_timeout_seconds: float = Field(3.0, gt=0, le=50)
-    store_agent_config: Literal["redacted", "none"] = "redacted"
+    # redacted: every field, secrets removed (service/redaction); allowlist: only the keys in
+    # AGENT_CONFIG_ALLOWLIST (at any depth), then redacted too; none: not stored.
+    store_agent_config: Literal["redacted", "allowlist", "none"] = "redacted"
+    agent_config_allowlist: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [
+            "name",
+            "language",
+            "prompt",
+            "first_message",
+            "voice",
+            "voice_id",
+            "model",
+            "llm",
+            "tts",
+            "stt",
+            "provider",
+            "temperature",
+            "max_tokens",
+            "tools",
+            "description",
+            "type",
+        ]
+    )
     redact_key_patterns: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: [
             "token",
@@ -81,6 +103,13 @@ class Settings(BaseSettings):
             "cookie",
             "signature",
             "bearer",
+            "pass",
+            "pwd",
+            "pin",
+            "passcode",
+            "sig",
+            "jwt",
+            "apikey",
         ]
     )
 
@@ -99,7 +128,11 @@ class Settings(BaseSettings):
     k_service: str = ""  # set by Cloud Run; tells us we are deployed
 
     @field_validator(
-        "webhook_tokens", "webhook_signing_secrets", "redact_key_patterns", mode="before"
+        "webhook_tokens",
+        "webhook_signing_secrets",
+        "redact_key_patterns",
+        "agent_config_allowlist",
+        mode="before",
     )
     @classmethod
     def _comma_separated(cls, value: object) -> object:

@@ -145,7 +145,7 @@ def normalise_call(
         started_at = received_at - timedelta(seconds=payload.duration or 0)
     costs = payload.cost_breakdown or []
     credits = [item.credit for item in costs if item.credit is not None]
-    agent_config = redactor.redact(payload.agent_config) if store_agent_config else None
+    agent_config = redactor.agent_config(payload.agent_config) if store_agent_config else None
     extra_fields = unmodelled_fields(payload)
 
     voip = payload.voip

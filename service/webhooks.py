@@ -238,7 +238,7 @@ class WebhookHandler:
                 received_at=datetime.now(UTC),
                 source="webhook",
                 redactor=redactor,
-                store_agent_config=self.settings.store_agent_config == "redacted",
+                store_agent_config=self.settings.store_agent_config != "none",
                 repairs=repairs,
             )
         except PayloadTooLarge as exc:  # refused now rather than dead-lettered forever
@@ -290,7 +290,7 @@ class WebhookHandler:
                         settings.dead_letter_collection,
                         settings.dead_letter_timeout_seconds,
                     ),
-                    Redactor(settings.redact_key_patterns),
+                    Redactor.from_settings(settings),
                 )
             return self._end_of_call
 

@@ -162,13 +162,13 @@ variable "default_phone_region" {
 }
 
 variable "store_agent_config" {
-  description = "\"redacted\" stores the agent configuration with secrets removed; \"none\" drops it (STORE_AGENT_CONFIG)."
+  description = "\"redacted\" stores the agent configuration with secrets removed; \"allowlist\" keeps only known-safe fields (model, voice, language, prompt, ...), redacted too; \"none\" drops it (STORE_AGENT_CONFIG)."
   type        = string
   default     = "redacted"
 
   validation {
-    condition     = contains(["redacted", "none"], var.store_agent_config)
-    error_message = "store_agent_config must be \"redacted\" or \"none\"."
+    condition     = contains(["redacted", "allowlist", "none"], var.store_agent_config)
+    error_message = "store_agent_config must be \"redacted\", \"allowlist\" or \"none\"."
   }
 }
 

@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 
 from service.config import Settings
 from service.redaction import REDACTED, Redactor
+from tests.unit.redaction_corpus import HARMLESS, SECRETS
 
 REDACTOR = Redactor(Settings(google_cloud_project="demo-x").redact_key_patterns)
 
@@ -37,13 +41,50 @@ def test_ordinary_keys_are_kept(key: str) -> None:
     assert REDACTOR.redact({key: "value"}) == {key: "value"}
 
 
+@pytest.mark.parametrize(("shape", "config", "secret"), SECRETS, ids=[c[0] for c in SECRETS])
+def test_every_secret_shape_is_removed(shape: str, config: dict[str, Any], secret: str) -> None:
+    redacted = REDACTOR.redact(config)
+    assert secret not in json.dumps(redacted), shape
+    assert REDACTED in json.dumps(redacted)
+
+
+def test_the_corpus_has_at_least_fifty_shapes() -> None:
+    assert len(SECRETS) >= 50 and len({shape for shape, _, _ in SECRETS}) == len(SECRETS)
+
+
+@pytest.mark.parametrize("config", HARMLESS)
+def test_harmless_configurations_are_kept_unchanged(config: dict[str, Any]) -> None:
+    assert REDACTOR.redact(config) == config
+
+
+@pytest.mark.parametrize(("shape", "config", "secret"), SECRETS, ids=[c[0] for c in SECRETS])
+def test_redaction_is_idempotent(shape: str, config: dict[str, Any], secret: str) -> None:
+    once = REDACTOR.redact(config)
+    assert REDACTOR.redact(once) == once
+
+
+def test_allowlist_mode_keeps_only_known_safe_fields_and_still_redacts() -> None:
+    allow = Redactor(["token", "key"], allowlist=["prompt", "llm", "model", "voice_id"])
+    config = {
+        "prompt": "Use sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z when asked.",
+        "llm": {"model": "gpt-4o", "api_key": "k", "base_url": "https://x.io"},
+        "voice_id": "21m00Tcm4TlvDq8ikWAM",
+        "custom_thing": {"anything": "goes"},
+    }
+    assert allow.agent_config(config) == {
+        "prompt": f"Use {REDACTED} when asked.",
+        "llm": {"model": "gpt-4o"},
+        "voice_id": "21m00Tcm4TlvDq8ikWAM",
+    }
+
+
 def test_all_header_values_are_redacted_names_kept() -> None:
     config = {"tools": [{"headers": {"X-Custom": "abc", "Accept": "json"}}]}
     assert REDACTOR.redact(config) == {
         "tools": [{"headers": {"X-Custom": REDACTED, "Accept": REDACTED}}]
     }
     as_list = {"headers": [{"name": "X-Key", "value": "abc"}]}
-    assert REDACTOR.redact(as_list) == {"headers": [{"name": REDACTED, "value": REDACTED}]}
+    assert REDACTOR.redact(as_list) == {"headers": [{"name": "X-Key", "value": REDACTED}]}
 
 
 def test_secrets_in_urls_are_redacted() -> None:
