@@ -1,12 +1,15 @@
 """Run the service locally on the Firestore and BigQuery emulators, with demo data seeded.
 
-Started by `scripts/dev`; stops everything on Ctrl-C.
+Started by `scripts/dev`; stops everything it started (the service and both emulators) on
+Ctrl-C and on SIGTERM (`kill`, a process manager), and refuses to start when the port is taken.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -36,11 +39,31 @@ def wait_until_serving(url: str, process: subprocess.Popen[bytes], timeout: floa
     raise SystemExit(f"the service did not answer {url} within {timeout:.0f}s")
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    # The same path as Ctrl-C: every `finally` below stops what it started.
+    raise KeyboardInterrupt
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
     parser.add_argument("--project", default="demo-millis")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    if not port_is_free(args.port):
+        raise SystemExit(
+            f"port {args.port} is already in use: stop what is running there, "
+            "or choose another port with --port N (or PORT=N)"
+        )
 
     log_dir = Path(tempfile.mkdtemp(prefix="millis-dev-"))
     with running_emulators(args.project, log_dir) as emulator_env:
@@ -99,4 +122,7 @@ Press Ctrl-C to stop.
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit(130)
