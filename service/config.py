@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import binascii
 import functools
+import json
 from base64 import b64decode
 from typing import Annotated, Literal
 
@@ -55,7 +56,9 @@ class Settings(BaseSettings):
     prefetch_max_concurrent_reads: int = Field(1, ge=1, le=64)
     # JSON: {"agent_id": "secret"} or {"agent_id": ["new", "old"]} during a rotation. Those
     # agents' lookup-key values count only when signed (`<key>_sig`, see service/prefetch.py).
-    lookup_signing_secrets: dict[str, list[SecretStr]] = Field(default_factory=dict)
+    lookup_signing_secrets: Annotated[dict[str, list[SecretStr]], NoDecode] = Field(
+        default_factory=dict
+    )
 
     # End of call
     # Both budgets together are the longest an end-of-call can take: by default 9 s, inside the
@@ -165,6 +168,12 @@ class Settings(BaseSettings):
     @field_validator("lookup_signing_secrets", mode="before")
     @classmethod
     def _one_or_more_secrets(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip() else {}
+            except ValueError:
+                # The message must not quote the value: it holds secrets.
+                raise ValueError('must be JSON: {"agent-id": "secret"}') from None
         if isinstance(value, dict):
             return {k: [v] if isinstance(v, str) else v for k, v in value.items()}
         return value

@@ -29,6 +29,11 @@ def test_missing_project_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
         ("BIGQUERY_DATASET", "bad-name"),
         ("DEFAULT_PHONE_REGION", "usa"),
         ("MAX_BODY_BYTES", "-1"),
+        ("MAX_BODY_BYTES", "20000000"),  # more than BigQuery could ever store
+        ("WEBHOOK_SIGNING_SECRETS", "whsec_!!!"),
+        ("LOOKUP_SIGNING_SECRETS", "not json"),
+        ("LOOKUP_SIGNING_SECRETS", '{"agent-1": ""}'),
+        ("STORE_AGENT_CONFIG", "everything"),
     ],
 )
 def test_invalid_values_are_named(
@@ -51,3 +56,43 @@ def test_lists_are_comma_separated_and_secret(monkeypatch: pytest.MonkeyPatch) -
     ]
     assert "old-token" not in repr(settings)
     assert settings.log_level == "DEBUG"
+
+
+def test_a_bad_signing_secret_is_named_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "my-project")
+    monkeypatch.setenv("WEBHOOK_SIGNING_SECRETS", "whsec_c2VjcmV0,whsec_!!!topsecret")
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert "WEBHOOK_SIGNING_SECRETS" in str(caught.value)
+    assert "topsecret" not in str(caught.value)
+
+
+def test_end_of_call_budgets_must_fit_the_request_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "my-project")
+    monkeypatch.setenv("BIGQUERY_INSERT_TIMEOUT_SECONDS", "40")
+    monkeypatch.setenv("DEAD_LETTER_TIMEOUT_SECONDS", "20")
+    with pytest.raises(ConfigurationError, match="DEAD_LETTER_TIMEOUT_SECONDS"):
+        load_settings()
+
+
+def test_defaults_fit_cloud_runs_shutdown_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.server import GRACEFUL_TIMEOUT_SECONDS, server_options
+
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "my-project")
+    settings = load_settings()
+    # Cloud Run sends SIGKILL 10 s after SIGTERM: a call in flight finishes before.
+    work = settings.bigquery_insert_timeout_seconds + settings.dead_letter_timeout_seconds
+    assert work <= GRACEFUL_TIMEOUT_SECONDS < 10
+    options = server_options({"CONCURRENCY": "40"})
+    assert options["threads"] == 44 and options["graceful_timeout"] == GRACEFUL_TIMEOUT_SECONDS
+    assert options["timeout"] == 0
+
+
+def test_lookup_signing_secrets_accept_one_or_several(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "my-project")
+    monkeypatch.setenv("LOOKUP_SIGNING_SECRETS", '{"a": "one", "b": ["new", "old"]}')
+    secrets = load_settings().lookup_signing_secrets
+    assert {k: [s.get_secret_value() for s in v] for k, v in secrets.items()} == {
+        "a": ["one"],
+        "b": ["new", "old"],
+    }
