@@ -63,14 +63,15 @@ def assembly(requirement: str) -> dict[str, Any]:
     return json.loads(raw)  # type: ignore[no-any-return]
 
 
-def struct_fqn(type_ref: dict[str, Any]) -> str | None:
+def struct_fqn(type_ref: dict[str, Any], types: dict[str, Any]) -> str | None:
     """The struct a property holds (itself, in a list, or in a union with IResolvable)."""
-    if "fqn" in type_ref:
-        return str(type_ref["fqn"])
+    fqn = type_ref.get("fqn")
+    if fqn in types and types[fqn].get("datatype"):
+        return str(fqn)
     if "collection" in type_ref:
-        return struct_fqn(type_ref["collection"]["elementtype"])
+        return struct_fqn(type_ref["collection"]["elementtype"], types)
     for option in type_ref.get("union", {}).get("types", []):
-        found = struct_fqn(option)
+        found = struct_fqn(option, types)
         if found:
             return found
     return None
@@ -83,8 +84,8 @@ def schema_of(types: dict[str, Any], fqn: str, resource: str, depth: int = 0) ->
         anchor = _ANCHOR.search(f"{docs.get('summary', '')} {docs.get('remarks', '')}")
         if not anchor or anchor.group(1) != resource:
             continue  # a meta-argument (count, depends_on, ...) or not an HCL argument
-        nested = struct_fqn(prop["type"])
-        is_block = nested is not None and types.get(nested, {}).get("datatype") and depth < 12
+        nested = struct_fqn(prop["type"], types)
+        is_block = nested is not None and depth < 12
         tree[anchor.group(2)] = schema_of(types, nested, resource, depth + 1) if is_block else None
     return tree
 

@@ -4,16 +4,17 @@ terraform {
   required_providers {
     google = {
       source = "hashicorp/google"
-      # invoker_iam_disabled on google_cloud_run_v2_service needs 6.9 or later.
-      version = ">= 6.10, < 9.0"
+      # Every argument and block here is checked against the schemas of 6.50.0, 7.41.0 and 8.7.0
+      # (tests/infra, fixture from scripts/provider_schema.py); 9.x is not checked yet.
+      version = ">= 6.50, < 9.0"
     }
     random = {
       source  = "hashicorp/random"
-      version = ">= 3.6, < 4.0"
+      version = ">= 3.9.1, < 4.0"
     }
     time = {
       source  = "hashicorp/time"
-      version = ">= 0.9, < 1.0"
+      version = ">= 0.14.2, < 1.0"
     }
   }
 }

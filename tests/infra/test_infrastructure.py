@@ -331,3 +331,62 @@ def test_lookup_signing_secrets_reach_the_service_from_secret_manager_only() -> 
         unquote(k): body for block in terraform_blocks("variable") for k, body in block.items()
     }
     assert variables["lookup_signing_secrets"]["sensitive"] is True
+
+
+PROVIDER_SCHEMA = json.loads((ROOT / "tests/infra/provider_schema.json").read_text())
+META_ARGUMENTS = frozenset({"count", "for_each", "depends_on", "lifecycle", "provider"})
+
+
+def _unknown_arguments(body: dict[str, Any], schema: dict[str, Any], path: str) -> list[str]:
+    unknown: list[str] = []
+    for key, value in body.items():
+        key = unquote(key)
+        if key in META_ARGUMENTS or key.startswith("__"):
+            continue
+        if key == "dynamic":
+            for block in value:
+                for label, dynamic in block.items():
+                    label = unquote(label)
+                    if not isinstance(schema.get(label), dict):
+                        unknown.append(f"{path}.dynamic {label}")
+                        continue
+                    for content in dynamic.get("content", []):
+                        unknown += _unknown_arguments(content, schema[label], f"{path}.{label}")
+            continue
+        if key not in schema:
+            unknown.append(f"{path}.{key}")
+        elif isinstance(schema[key], dict) and isinstance(value, list):
+            for block in value:
+                if isinstance(block, dict):
+                    unknown += _unknown_arguments(block, schema[key], f"{path}.{key}")
+    return unknown
+
+
+@pytest.mark.parametrize("version", sorted(PROVIDER_SCHEMA))
+def test_every_argument_and_block_exists_in_the_provider_schema(version: str) -> None:
+    """Against the schemas of every provider version the constraints in versions.tf admit and
+    we checked (scripts/provider_schema.py reads them from the cdktn-provider-* wheels)."""
+    provider = version.split()[0]
+    schemas = PROVIDER_SCHEMA[version]
+    unknown: list[str] = []
+    checked = 0
+    for path in sorted(TERRAFORM.glob("*.tf")):
+        for block in hcl2.load(path.open()).get("resource", []):
+            for kind, named in block.items():
+                kind = unquote(kind)
+                if not kind.startswith(f"{provider}_"):
+                    continue
+                assert kind in schemas, f"{kind} missing from the schema fixture: regenerate it"
+                for name, body in named.items():
+                    checked += 1
+                    unknown += _unknown_arguments(body, schemas[kind], f"{kind}.{unquote(name)}")
+    assert checked and unknown == []
+
+
+def test_provider_constraints_admit_exactly_the_checked_versions() -> None:
+    text = (TERRAFORM / "versions.tf").read_text()
+    checked = {tuple(v.split()) for v in PROVIDER_SCHEMA}
+    majors = {(p, v.split(".")[0]) for p, v in checked}
+    assert {("google", "6"), ("google", "7"), ("google", "8")} <= majors
+    assert '">= 6.50, < 9.0"' in text  # 6.50 is the oldest checked; 9 is unchecked
+    assert ("time", "0.14.2") in checked and ("random", "3.9.1") in checked
