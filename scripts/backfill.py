@@ -31,6 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from service.config import Settings, get_settings
 from service.end_of_call import InvalidPayload, normalise_call, parse_payload
 from service.redaction import Redactor
+from service.row_limits import (
+    MAX_REQUEST_BYTES,
+    PayloadTooLarge,
+    encoded_request_bytes,
+    insert_id,
+)
 
 REGIONS = {"us": "https://api-west.millis.ai", "eu": "https://api-eu-west.millis.ai"}
 PAGE_SIZE = 100  # the API's maximum
@@ -127,7 +133,11 @@ def load(
     redactor = Redactor.from_settings(settings)
     batch: list[dict[str, Any]] = []
 
+    batch_bytes = 0
+
     def flush() -> None:
+        nonlocal batch_bytes
+        batch_bytes = 0
         if dry_run:
             report.inserted += len(batch)  # counted as "would insert"
             batch.clear()
@@ -137,7 +147,7 @@ def load(
         try:
             errors = {
                 error.index: error.message
-                for error in sink.insert(batch, [row["session_id"] for row in batch])
+                for error in sink.insert(batch, [insert_id(row) for row in batch])
             }
         except InsertFailed as exc:
             errors = dict.fromkeys(range(len(batch)), str(exc))
@@ -154,21 +164,27 @@ def load(
         if raw is None:
             report.skipped.append(f"call {position}: not found")
             continue
+        repairs: list[dict[str, str]] = []
         try:
-            payload = parse_payload(raw)
-        except InvalidPayload as exc:
-            report.skipped.append(f"call {position}: {exc}")
-            continue
-        batch.append(
-            normalise_call(
+            payload = parse_payload(raw, repairs)
+            row = normalise_call(
                 raw,
                 payload,
                 received_at=datetime.now(UTC),
                 source="backfill",
                 redactor=redactor,
                 store_agent_config=settings.store_agent_config != "none",
+                repairs=repairs,
             )
-        )
+        except (InvalidPayload, PayloadTooLarge) as exc:
+            report.skipped.append(f"call {position}: {exc}")
+            continue
+        # One request stays within BigQuery's 10 MB as the client encodes it.
+        size = encoded_request_bytes([row], [insert_id(row)])
+        if batch and batch_bytes + size > MAX_REQUEST_BYTES:
+            flush()
+        batch.append(row)
+        batch_bytes += size
         if len(batch) >= batch_size:
             flush()
     flush()

@@ -104,13 +104,16 @@ class EndOfCallPayload(_Tolerant):
             {
                 "anyOf": [
                     {"type": "string", "format": "date-time"},
-                    {"type": "number", "minimum": 0},
+                    {"type": "number"},
                     {"type": "null"},
                 ]
             }
         ),
     ] = Field(
-        None, description="Call start: ISO-8601 string (original) or epoch seconds (current)."
+        None,
+        description="Call start: ISO-8601 string (original) or epoch seconds (current). A time "
+        "outside BigQuery's streaming window is kept as sent in `ts_reported`; the call is then "
+        "dated by its arrival.",
     )
     duration: float | None = Field(
         None, ge=0, le=MAX_DURATION_SECONDS, allow_inf_nan=False, description="Seconds."
