@@ -32,6 +32,7 @@ MAX_INSERT_ID_CHARS = 128
 # replayed a while after the call.
 STREAMING_PAST = timedelta(days=3650 - 1)
 STREAMING_FUTURE = timedelta(days=365 - 1)
+_JSON_INTEGERS = (-(2**63), 2**64)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # Fields that differ between deliveries of the same content (they are not part of the insertId).
 DELIVERY_FIELDS = ("received_at", "source")
@@ -65,7 +66,8 @@ def repair_json(value: Any, path: str, repairs: list[dict[str, str]]) -> Any:
     """A copy of a JSON value that BigQuery can hold, recording each change in `repairs`.
 
     Lone surrogates in strings and keys become U+FFFD; numbers that are not finite (`1e400` parses
-    as infinity, `NaN` inside JSON text) become null. Iterative: the input is the caller's.
+    as infinity, `NaN` inside JSON text) become null; integers beyond INT64/UINT64 become text.
+    Iterative: the input is the caller's.
     """
     root: list[Any] = [None]
     stack: list[tuple[Any, str, list[Any] | dict[str, Any], int | str]] = [(value, path, root, 0)]
@@ -79,6 +81,15 @@ def repair_json(value: Any, path: str, repairs: list[dict[str, str]]) -> Any:
         elif isinstance(item, float) and not math.isfinite(item):
             repairs.append({"field": where, "repair": "non_finite_number_nulled"})
             item = None
+        elif (
+            isinstance(item, int)
+            and not isinstance(item, bool)
+            and not _JSON_INTEGERS[0] <= item < _JSON_INTEGERS[1]
+        ):
+            # BigQuery's JSON type holds INT64, UINT64 and FLOAT64 numbers only; a wider integer
+            # would be refused or rounded: kept exactly, as text.
+            repairs.append({"field": where, "repair": "wide_integer_as_text"})
+            item = str(item)
         elif isinstance(item, dict):
             copy: dict[str, Any] = {}
             for key, child in item.items():

@@ -95,7 +95,7 @@ def _check_value(value: Any, field: dict[str, Any], path: str) -> None:
     elif kind == "JSON":
         _check_text(value, path)
         try:
-            json.loads(value, parse_constant=_refuse_constant)
+            json.loads(value, parse_constant=_refuse_constant, parse_int=_json_integer)
         except ValueError as exc:
             raise NonConformingRow(f"{path} is not strict JSON: {exc}") from None
     elif kind == "TIMESTAMP":
@@ -133,6 +133,14 @@ def _parse_timestamp(value: Any, path: str) -> datetime:
         return parsed.astimezone(UTC)
     except (ValueError, OverflowError):
         raise NonConformingRow(f"{path} {value!r} is outside TIMESTAMP's range") from None
+
+
+def _json_integer(text: str) -> int:
+    # BigQuery's JSON type holds integers of INT64 or UINT64 range (and FLOAT64 numbers).
+    value = int(text)
+    if not -(2**63) <= value < 2**64:
+        raise ValueError(f"integer {text[:30]} is wider than INT64/UINT64")
+    return value
 
 
 def _refuse_constant(name: str) -> None:

@@ -140,3 +140,13 @@ def test_a_stored_row_from_an_older_version_is_brought_to_the_rules() -> None:
     assert row["ts_out_of_range"] is True and row["ts_reported"] == "1970-01-01T00:00:00+00:00"
     assert json.loads(row["metadata"]) == {"a": None}
     assert_row_conforms(row, insert_id(row), now=now)
+
+
+def test_integers_wider_than_bigquery_json_holds_are_kept_as_text() -> None:
+    row = row_of(current_payload(metadata={"order": 2**70 + 1, "small": 2**63, "neg": -(2**64)}))
+    assert json.loads(row["metadata"]) == {
+        "order": str(2**70 + 1),
+        "small": 2**63,
+        "neg": str(-(2**64)),
+    }
+    assert {r["field"] for r in row["repairs"]} == {"metadata.order", "metadata.neg"}
