@@ -29,6 +29,8 @@ resource "google_bigquery_table" "tables" {
   time_partitioning {
     type  = each.value.time_partitioning.type
     field = each.value.time_partitioning.field
+    # Retention of calls (transcripts, phone numbers): kept until erased unless a period is set.
+    expiration_ms = var.call_events_retention_days == null ? null : var.call_events_retention_days * 86400000
   }
 }
 

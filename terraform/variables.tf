@@ -234,3 +234,14 @@ variable "lookup_signing_secrets" {
     error_message = "lookup_signing_secrets must be null or a JSON object."
   }
 }
+
+variable "call_events_retention_days" {
+  description = "Days a call's partition of call_events is kept (transcripts, phone numbers, costs) before BigQuery deletes it. Null (the default) keeps calls until erased with scripts/erase.py: cost history is usually wanted for years, and this is a decision for your privacy policy."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.call_events_retention_days == null || coalesce(var.call_events_retention_days, 1) >= 1
+    error_message = "call_events_retention_days must be null or at least 1."
+  }
+}

@@ -390,3 +390,11 @@ def test_provider_constraints_admit_exactly_the_checked_versions() -> None:
     assert {("google", "6"), ("google", "7"), ("google", "8")} <= majors
     assert '">= 6.50, < 9.0"' in text  # 6.50 is the oldest checked; 9 is unchecked
     assert ("time", "0.14.2") in checked and ("random", "3.9.1") in checked
+
+
+def test_call_retention_is_a_variable_that_keeps_by_default() -> None:
+    table = resources("google_bigquery_table")["tables"]
+    expiration = table["time_partitioning"][0]["expiration_ms"]
+    assert "var.call_events_retention_days * 86400000" in expiration
+    variables = {unquote(k): v for block in terraform_blocks("variable") for k, v in block.items()}
+    assert variables["call_events_retention_days"]["default"] in (None, "${null}")
