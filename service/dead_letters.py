@@ -13,11 +13,12 @@ import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.api_core.retry import Retry
 from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
 
 # Below Firestore's 1,048,487-byte limit for a bytes field, leaving room for the other fields.
 CHUNK_BYTES = 900_000
@@ -112,11 +113,41 @@ class DeadLetterStore:
                 row=json.loads(zlib.decompress(compressed)),
             )
 
+    def claim(self, document_id: str, owner: str, lease_seconds: float) -> bool:
+        """Take a dead letter for `lease_seconds`, in a transaction: two replays running at once
+        (overlapping schedules, a manual run beside the job) never insert the same letter
+        together. False when it is gone or another replay holds it. A lease that expires (a
+        replay that crashed) frees the letter by itself: nothing to clean up."""
+        reference = self.collection.document(document_id)
+        now = datetime.now(UTC)
+
+        @firestore.transactional
+        def take(transaction: firestore.Transaction) -> bool:
+            snapshot = reference.get(transaction=transaction)
+            if not snapshot.exists:
+                return False
+            lease = (snapshot.to_dict() or {}).get("lease_until")
+            if lease is not None and lease > now:
+                return False
+            transaction.update(
+                reference,
+                {"lease_until": now + timedelta(seconds=lease_seconds), "lease_owner": owner},
+            )
+            return True
+
+        return bool(take(self.client.transaction()))
+
     def delete(self, document_id: str) -> None:
         parent = self.collection.document(document_id)
         for chunk in parent.collection("chunks").list_documents():
             chunk.delete()
         parent.delete()
+
+    def count_older_than(self, age: timedelta) -> int:
+        """Dead letters waiting longer than `age` (what the replay job alerts on)."""
+        cutoff = datetime.now(UTC) - age
+        query: Any = self.collection.where(filter=FieldFilter("created_at", "<", cutoff))
+        return int(query.count().get()[0][0].value)
 
     def count(self) -> int:
         result = self.collection.count().get()  # type: ignore[no-untyped-call]
@@ -135,14 +166,25 @@ def parent_chunks(parent: firestore.DocumentReference, count: int) -> list[bytes
 class ReplayReport:
     replayed: list[str] = field(default_factory=list)
     still_failing: dict[str, str] = field(default_factory=dict)  # dead letter id -> error
+    skipped: list[str] = field(default_factory=list)  # held by another replay
 
     def summary(self) -> str:
-        lines = [f"replayed {len(self.replayed)}, still failing {len(self.still_failing)}"]
+        lines = [
+            f"replayed {len(self.replayed)}, still failing {len(self.still_failing)}, "
+            f"held by another replay {len(self.skipped)}"
+        ]
         lines += [f"  {key}: {error}" for key, error in self.still_failing.items()]
         return "\n".join(lines)
 
 
-def replay(store: DeadLetterStore, sink: Any, *, limit: int | None = None) -> ReplayReport:
+def replay(
+    store: DeadLetterStore,
+    sink: Any,
+    *,
+    limit: int | None = None,
+    owner: str = "replay",
+    lease_seconds: float = 120.0,
+) -> ReplayReport:
     """Re-insert dead letters into BigQuery; delete each only once BigQuery has accepted it.
 
     Idempotent: a dead letter inserted but not yet deleted (a crash in between) is inserted again
@@ -155,6 +197,9 @@ def replay(store: DeadLetterStore, sink: Any, *, limit: int | None = None) -> Re
 
     report = ReplayReport()
     for letter in store.list(limit):
+        if not store.claim(letter.id, owner, lease_seconds):
+            report.skipped.append(letter.id)  # another replay has it
+            continue
         row = conform_stored_row({**letter.row, "source": "replay"}, datetime.now(UTC))
         try:
             errors = sink.insert([row], [insert_id(row)])
