@@ -7,6 +7,7 @@ locals {
     "cloudbuild.googleapis.com",
     # Project IAM bindings (google_project_iam_member) go through this API; not on by default.
     "cloudresourcemanager.googleapis.com",
+    "cloudscheduler.googleapis.com",
     "cloudtrace.googleapis.com",
     "firestore.googleapis.com",
     "iam.googleapis.com",

@@ -245,3 +245,20 @@ variable "call_events_retention_days" {
     error_message = "call_events_retention_days must be null or at least 1."
   }
 }
+
+variable "replay_schedule" {
+  description = "Cron schedule (UTC) of the dead-letter replay job."
+  type        = string
+  default     = "*/15 * * * *"
+}
+
+variable "replay_alert_after_minutes" {
+  description = "The replay job fails (and alerts) while dead letters older than this remain."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.replay_alert_after_minutes >= 1
+    error_message = "replay_alert_after_minutes must be at least 1."
+  }
+}

@@ -398,3 +398,35 @@ def test_call_retention_is_a_variable_that_keeps_by_default() -> None:
     assert "var.call_events_retention_days * 86400000" in expiration
     variables = {unquote(k): v for block in terraform_blocks("variable") for k, v in block.items()}
     assert variables["call_events_retention_days"]["default"] in (None, "${null}")
+
+
+def test_replay_job_runs_the_replay_module_on_a_schedule_with_least_privilege() -> None:
+    job = resources("google_cloud_run_v2_job")["replay"]
+    container = job["template"][0]["template"][0]["containers"][0]
+    assert [unquote(part) for part in container["command"]] == [
+        "python",
+        "-m",
+        "service.replay_job",
+    ]
+    assert (ROOT / "service" / "replay_job.py").is_file()
+    assert job["template"][0]["template"][0]["service_account"] == (
+        "${google_service_account.replay.email}"
+    )
+    scheduler = resources("google_cloud_scheduler_job")["replay"]
+    target = scheduler["http_target"][0]
+    assert unquote(target["uri"]).endswith("/jobs/${google_cloud_run_v2_job.replay.name}:run")
+    assert target["oauth_token"][0]["service_account_email"] == (
+        "${google_service_account.scheduler.email}"
+    )
+    variables = {unquote(k): v for block in terraform_blocks("variable") for k, v in block.items()}
+    assert unquote(variables["replay_schedule"]["default"]) == "*/15 * * * *"
+    [roles] = [
+        b["replay_project_roles"] for b in terraform_blocks("locals") if "replay_project_roles" in b
+    ]
+    assert sorted(unquote(role) for role in roles) == [
+        "roles/datastore.user",
+        "roles/logging.logWriter",
+    ]
+    invoker = resources("google_cloud_run_v2_job_iam_member")["scheduler_runs_replay"]
+    assert unquote(invoker["role"]) == "roles/run.invoker"
+    assert invoker["name"] == "${google_cloud_run_v2_job.replay.name}"
