@@ -60,3 +60,23 @@ output "deployment" {
     repository = google_artifact_registry_repository.images.repository_id
   }
 }
+
+# Looker Studio Linking API (https://developers.google.com/looker-studio/integrate/linking-api):
+# one click opens a report on the daily cost view, to save and edit in your own account.
+output "looker_studio_cost_report_url" {
+  description = "Opens a Looker Studio report on the cost_daily_by_agent view (Linking API)."
+  value = join("", [
+    "https://lookerstudio.google.com/reporting/create?c.reportName=",
+    urlencode("Millis call costs"),
+    "&ds.ds0.connector=bigQuery&ds.ds0.type=TABLE",
+    "&ds.ds0.projectId=", urlencode(var.project_id),
+    "&ds.ds0.datasetId=", urlencode(google_bigquery_dataset.millis.dataset_id),
+    "&ds.ds0.tableId=cost_daily_by_agent",
+    "&ds.ds0.datasourceName=", urlencode("Millis cost per day and agent"),
+  ])
+}
+
+output "monitoring_dashboard" {
+  description = "The service's Cloud Monitoring dashboard."
+  value       = "https://console.cloud.google.com/monitoring/dashboards/builder/${element(split("/", google_monitoring_dashboard.service.id), 3)}?project=${var.project_id}"
+}

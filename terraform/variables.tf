@@ -262,3 +262,31 @@ variable "replay_alert_after_minutes" {
     error_message = "replay_alert_after_minutes must be at least 1."
   }
 }
+
+variable "alert_email" {
+  description = "Email address that receives the alerts (README, Operations). Null: the policies exist but notify nobody."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.alert_email == null || can(regex("^[^@\\s]+@[^@\\s]+$", coalesce(var.alert_email, "x@y")))
+    error_message = "alert_email must be an email address."
+  }
+}
+
+variable "alert_5xx_per_minute" {
+  description = "5xx answers per minute, sustained for 5 minutes, that alert."
+  type        = number
+  default     = 1
+}
+
+variable "silence_hours" {
+  description = "Hours of prefetches without any end-of-call that alert (a broken end-of-call webhook setting in Millis)."
+  type        = number
+  default     = 6
+
+  validation {
+    condition     = var.silence_hours >= 1 && var.silence_hours <= 23
+    error_message = "silence_hours must be between 1 and 23."
+  }
+}

@@ -430,3 +430,44 @@ def test_replay_job_runs_the_replay_module_on_a_schedule_with_least_privilege() 
     invoker = resources("google_cloud_run_v2_job_iam_member")["scheduler_runs_replay"]
     assert unquote(invoker["role"]) == "roles/run.invoker"
     assert invoker["name"] == "${google_cloud_run_v2_job.replay.name}"
+
+
+def test_every_alert_reaches_the_channel_and_says_what_to_do() -> None:
+    policies = resources("google_monitoring_alert_policy")
+    assert set(policies) >= {
+        "dead_letters",
+        "server_errors",
+        "end_of_call_503",
+        "prefetch_latency",
+        "replay_failures",
+        "silence",
+    }
+    metrics = set(resources("google_logging_metric"))
+    for name, policy in policies.items():
+        assert policy["notification_channels"] == "${local.notification_channels}", name
+        [documentation] = policy["documentation"]
+        assert unquote(documentation["mime_type"]) == "text/markdown"
+        assert len(documentation["content"]) > 150, name  # what happened and what to do
+        for metric in re.findall(r"google_logging_metric\.([a-z_]+)\.name", json.dumps(policy)):
+            assert metric in metrics, (name, metric)
+    channel = resources("google_monitoring_notification_channel")["email"]
+    assert unquote(channel["type"]) == "email"
+    assert channel["labels"]["email_address"] == "${var.alert_email}"
+    silence = policies["silence"]
+    assert unquote(silence["combiner"]) == "AND" and "condition_absent" in json.dumps(silence)
+
+
+def test_dashboard_panels_read_metrics_that_exist() -> None:
+    text = (TERRAFORM / "dashboards" / "service.json").read_text()
+    dashboard = json.loads(text)
+    titles = [tile["widget"]["title"] for tile in dashboard["mosaicLayout"]["tiles"]]
+    assert len(titles) >= 6
+    metric_names = {
+        unquote(body["name"]).split("/", 1)[1]
+        for body in resources("google_logging_metric").values()
+    }
+    for used in re.findall(r"logging.googleapis.com/user/\$\{service_name\}/([a-z_]+)", text):
+        assert used in metric_names
+    outputs = {unquote(k): v for block in terraform_blocks("output") for k, v in block.items()}
+    url = outputs["looker_studio_cost_report_url"]["value"]
+    assert "lookerstudio.google.com/reporting/create" in url and "cost_daily_by_agent" in url

@@ -1,0 +1,317 @@
+# Alerts that reach a person, and the service's dashboard (README "Operations").
+#
+# Log-based metrics count what no built-in metric sees: Cloud Run's request log (one entry per
+# request, with its URL, status and latency) split per webhook, and the service's own
+# "call kept as a dead letter" line. Every alert policy says what happened and what to do.
+locals {
+  service_filter = "resource.type=\"cloud_run_revision\" AND resource.labels.service_name=\"${var.service_name}\""
+  request_log    = "logName=\"projects/${var.project_id}/logs/run.googleapis.com%2Frequests\""
+  notification_channels = [
+    for channel in google_monitoring_notification_channel.email : channel.id
+  ]
+}
+
+resource "google_monitoring_notification_channel" "email" {
+  count = var.alert_email == null ? 0 : 1
+
+  project      = var.project_id
+  display_name = "${var.service_name} on-call"
+  type         = "email"
+  labels = {
+    email_address = var.alert_email
+  }
+
+  depends_on = [google_project_service.enabled]
+}
+
+resource "google_logging_metric" "prefetch_requests" {
+  project = var.project_id
+  name    = "${var.service_name}/prefetch_requests"
+  filter  = "${local.service_filter} AND ${local.request_log} AND httpRequest.requestUrl:\"/prefetch\""
+
+  metric_descriptor {
+    metric_kind = "DELTA"
+    value_type  = "INT64"
+    unit        = "1"
+  }
+
+  depends_on = [google_project_service.enabled]
+}
+
+resource "google_logging_metric" "end_of_call_requests" {
+  project = var.project_id
+  name    = "${var.service_name}/end_of_call_requests"
+  filter  = "${local.service_filter} AND ${local.request_log} AND httpRequest.requestUrl:\"/end-of-call\""
+
+  metric_descriptor {
+    metric_kind = "DELTA"
+    value_type  = "INT64"
+    unit        = "1"
+    labels {
+      key        = "status"
+      value_type = "STRING"
+    }
+  }
+  label_extractors = {
+    status = "EXTRACT(httpRequest.status)"
+  }
+
+  depends_on = [google_project_service.enabled]
+}
+
+resource "google_logging_metric" "prefetch_latency" {
+  project         = var.project_id
+  name            = "${var.service_name}/prefetch_latency"
+  filter          = "${local.service_filter} AND ${local.request_log} AND httpRequest.requestUrl:\"/prefetch\""
+  value_extractor = "REGEXP_EXTRACT(httpRequest.latency, \"([0-9.]+)s\")"
+
+  metric_descriptor {
+    metric_kind = "DELTA"
+    value_type  = "DISTRIBUTION"
+    unit        = "s"
+  }
+  bucket_options {
+    exponential_buckets {
+      num_finite_buckets = 40
+      growth_factor      = 1.3
+      scale              = 0.001
+    }
+  }
+
+  depends_on = [google_project_service.enabled]
+}
+
+resource "google_logging_metric" "dead_letters" {
+  project = var.project_id
+  name    = "${var.service_name}/dead_letters"
+  filter  = "${local.service_filter} AND jsonPayload.message=\"call kept as a dead letter\""
+
+  metric_descriptor {
+    metric_kind = "DELTA"
+    value_type  = "INT64"
+    unit        = "1"
+  }
+
+  depends_on = [google_project_service.enabled]
+}
+
+resource "google_monitoring_alert_policy" "dead_letters" {
+  project               = var.project_id
+  display_name          = "${var.service_name}: calls kept as dead letters"
+  combiner              = "OR"
+  notification_channels = local.notification_channels
+
+  conditions {
+    display_name = "dead letters written"
+    condition_threshold {
+      filter          = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.dead_letters.name}\" AND resource.type=\"cloud_run_revision\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = 0
+      duration        = "0s"
+      aggregations {
+        alignment_period   = "300s"
+        per_series_aligner = "ALIGN_SUM"
+      }
+    }
+  }
+
+  documentation {
+    mime_type = "text/markdown"
+    content   = <<-EOT
+      BigQuery did not take some calls; they are safe in Firestore (`dead_letters`).
+      The replay job retries every run of `${var.replay_schedule}`. Check BigQuery's status and the
+      service's logs (`call kept as a dead letter`, its `reason`). If the replay job starts failing
+      too, BigQuery has refused calls for over an hour: run `scripts/replay.py --dry-run` to see
+      the errors. No action is needed when this clears by itself.
+    EOT
+  }
+}
+
+resource "google_monitoring_alert_policy" "server_errors" {
+  project               = var.project_id
+  display_name          = "${var.service_name}: 5xx answers"
+  combiner              = "OR"
+  notification_channels = local.notification_channels
+
+  conditions {
+    display_name = "5xx rate"
+    condition_threshold {
+      filter          = "metric.type=\"run.googleapis.com/request_count\" AND resource.type=\"cloud_run_revision\" AND resource.labels.service_name=\"${var.service_name}\" AND metric.labels.response_code_class=\"5xx\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = var.alert_5xx_per_minute / 60
+      duration        = "300s"
+      aggregations {
+        alignment_period   = "60s"
+        per_series_aligner = "ALIGN_RATE"
+      }
+    }
+  }
+
+  documentation {
+    mime_type = "text/markdown"
+    content   = <<-EOT
+      The service answers 5xx. Prefetch never does by design, so these are end-of-call 503s
+      (BigQuery **and** Firestore failing: Millis should retry) or the platform (instances
+      crashing, out of memory). Check the service's logs and Cloud Run's revision status; roll
+      back with `gcloud run services update-traffic ${var.service_name} --to-revisions=PREVIOUS=100`.
+    EOT
+  }
+
+  depends_on = [google_project_service.enabled]
+}
+
+resource "google_monitoring_alert_policy" "end_of_call_503" {
+  project               = var.project_id
+  display_name          = "${var.service_name}: end-of-call could not be stored"
+  combiner              = "OR"
+  notification_channels = local.notification_channels
+
+  conditions {
+    display_name = "end-of-call 503"
+    condition_threshold {
+      filter          = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.end_of_call_requests.name}\" AND resource.type=\"cloud_run_revision\" AND metric.labels.status=\"503\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = 0
+      duration        = "0s"
+      aggregations {
+        alignment_period   = "300s"
+        per_series_aligner = "ALIGN_SUM"
+      }
+    }
+  }
+
+  documentation {
+    mime_type = "text/markdown"
+    content   = <<-EOT
+      End-of-call answered 503: BigQuery and the Firestore dead-letter store both failed, so the
+      call was not stored and depends on Millis retrying. Check both services' status and the
+      logs (`call lost unless the caller retries`). Once they recover, run
+      `scripts/backfill.py --from <day> --to <day>` to fetch the affected calls from Millis.
+    EOT
+  }
+}
+
+resource "google_monitoring_alert_policy" "prefetch_latency" {
+  project               = var.project_id
+  display_name          = "${var.service_name}: prefetch near its deadline"
+  combiner              = "OR"
+  notification_channels = local.notification_channels
+
+  conditions {
+    display_name = "prefetch p99 latency"
+    condition_threshold {
+      filter          = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.prefetch_latency.name}\" AND resource.type=\"cloud_run_revision\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = var.prefetch_deadline_ms * 0.8 / 1000
+      duration        = "600s"
+      aggregations {
+        alignment_period     = "300s"
+        per_series_aligner   = "ALIGN_DELTA"
+        cross_series_reducer = "REDUCE_PERCENTILE_99"
+      }
+    }
+  }
+
+  documentation {
+    mime_type = "text/markdown"
+    content   = <<-EOT
+      Prefetch p99 is above 80 % of its ${var.prefetch_deadline_ms} ms deadline: callers are
+      waiting and some answers come from cache or agent defaults. Usual causes: Firestore slow
+      or throttled, instances saturated (CPU), cold starts (raise `min_instances`). See the
+      dashboard's latency and instance panels.
+    EOT
+  }
+}
+
+resource "google_monitoring_alert_policy" "replay_failures" {
+  project               = var.project_id
+  display_name          = "${var.service_name}: dead letters waiting too long"
+  combiner              = "OR"
+  notification_channels = local.notification_channels
+
+  conditions {
+    display_name = "replay job execution failed"
+    condition_threshold {
+      filter          = "metric.type=\"run.googleapis.com/job/completed_execution_count\" AND resource.type=\"cloud_run_job\" AND resource.labels.job_name=\"${google_cloud_run_v2_job.replay.name}\" AND metric.labels.result=\"failed\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = 0
+      duration        = "0s"
+      aggregations {
+        alignment_period   = "900s"
+        per_series_aligner = "ALIGN_SUM"
+      }
+    }
+  }
+
+  documentation {
+    mime_type = "text/markdown"
+    content   = <<-EOT
+      The replay job failed: dead letters older than ${var.replay_alert_after_minutes} minutes
+      remain (or the job itself could not run). Their calls are safe in Firestore but missing
+      from the cost views. Run `uv run python scripts/replay.py --dry-run` to see each letter's
+      error: BigQuery down or refusing (quota, permissions), or a row it rejects (open an issue
+      with the error, never the row).
+    EOT
+  }
+}
+
+resource "google_monitoring_alert_policy" "silence" {
+  project               = var.project_id
+  display_name          = "${var.service_name}: prefetches but no end-of-call"
+  combiner              = "AND"
+  notification_channels = local.notification_channels
+
+  conditions {
+    display_name = "prefetches arrive"
+    condition_threshold {
+      filter          = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.prefetch_requests.name}\" AND resource.type=\"cloud_run_revision\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = 0
+      duration        = "0s"
+      aggregations {
+        alignment_period     = "${var.silence_hours * 3600}s"
+        per_series_aligner   = "ALIGN_SUM"
+        cross_series_reducer = "REDUCE_SUM"
+      }
+    }
+  }
+
+  conditions {
+    display_name = "no end-of-call arrives"
+    condition_absent {
+      filter   = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.end_of_call_requests.name}\" AND resource.type=\"cloud_run_revision\""
+      duration = "${var.silence_hours * 3600}s"
+      aggregations {
+        alignment_period     = "3600s"
+        per_series_aligner   = "ALIGN_SUM"
+        cross_series_reducer = "REDUCE_SUM"
+      }
+    }
+  }
+
+  documentation {
+    mime_type = "text/markdown"
+    content   = <<-EOT
+      Calls start (prefetches arrive) but no end-of-call webhook has arrived for
+      ${var.silence_hours} hours: the end-of-call URL in Millis is probably wrong or lost its
+      token (check *Webhook settings* or the agent's `session_data_webhook`, and the service's
+      401 answers). Calls made meanwhile can be recovered with `scripts/backfill.py`.
+    EOT
+  }
+}
+
+resource "google_monitoring_dashboard" "service" {
+  project = var.project_id
+  dashboard_json = templatefile("${path.module}/dashboards/service.json", {
+    service_name = var.service_name
+    replay_job   = google_cloud_run_v2_job.replay.name
+  })
+
+  depends_on = [
+    google_project_service.enabled,
+    google_logging_metric.prefetch_requests,
+    google_logging_metric.end_of_call_requests,
+    google_logging_metric.prefetch_latency,
+    google_logging_metric.dead_letters,
+  ]
+}
