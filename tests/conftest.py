@@ -6,8 +6,10 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -148,6 +150,36 @@ def hanging_endpoint() -> Iterator[str]:
     for connection in accepted:
         connection.close()
     server.close()
+
+
+@contextlib.contextmanager
+def served_service(env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """The service as deployed (`python -m service.server`) on a free port with `env` on top of
+    the current environment; yields its base URL once /health answers, and stops it after."""
+    from emulators import free_port
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service.server"],
+        cwd=ROOT,
+        env={**os.environ, **env, "PORT": str(port), "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(f"{url}/health", timeout=1)
+                break
+            except requests.ConnectionError:
+                assert process.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+        yield url, process
+    finally:
+        process.terminate()
+        process.wait(10)
 
 
 @pytest.fixture(autouse=True)

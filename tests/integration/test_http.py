@@ -7,14 +7,13 @@ import logging
 import os
 import subprocess
 import sys
-import time
 from typing import Any
 
 import pytest
 import requests
 
 from service.openapi import OPENAPI_PATH, render
-from tests.conftest import ROOT
+from tests.conftest import ROOT, served_service
 from tests.payloads import CHAT, current_payload
 
 
@@ -143,30 +142,13 @@ def serve(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     )
 
 
-def test_served_by_functions_framework_on_port(emulator_env: dict[str, str]) -> None:
-    from emulators import free_port
-
-    port = free_port()
-    process = serve({"GOOGLE_CLOUD_PROJECT": "test-millis"}, port)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                response = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except requests.ConnectionError:
-                assert process.poll() is None and time.monotonic() < deadline
-                time.sleep(0.1)
-        assert response.json() == {"status": "ok"}
+def test_served_as_deployed_on_a_port(emulator_env: dict[str, str]) -> None:
+    with served_service({"GOOGLE_CLOUD_PROJECT": "test-millis"}) as (url, _):
+        assert requests.get(f"{url}/healthz", timeout=5).json() == {"status": "ok"}
         prefetch = requests.get(
-            f"http://127.0.0.1:{port}/prefetch",
-            params={"agent_id": "a", "session_id": "s"},
-            timeout=5,
+            f"{url}/prefetch", params={"agent_id": "a", "session_id": "s"}, timeout=5
         )
         assert prefetch.status_code == 200
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def test_invalid_configuration_stops_start_up_naming_the_variable() -> None:
