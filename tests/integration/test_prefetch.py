@@ -510,3 +510,30 @@ def test_hostile_templates_are_bounded_in_size_and_time(
     )
     response = prefetch(make_client(), **{"from": "+15551230000"})
     assert response.status_code == 200 and len(response.get_json()["extra_prompt"]) <= 20_000
+
+
+@pytest.mark.parametrize("signature", ["é" * 64, "\u2603", "\uff46" * 64])
+def test_a_non_ascii_signature_is_ignored_like_any_wrong_one(
+    make_client: Any, clean_firestore: Any, signature: str
+) -> None:
+    put(clean_firestore, "agents", AGENT, {"lookup_key": "crm_id", "company": "Acme"})
+    put(clean_firestore, "profiles", "lookup:crm_id:C-7", {"name": "Signed"})
+    put(clean_firestore, "profiles", "+15551234567", {"name": "Phone"})
+    client = make_client(lookup_signing_secrets={AGENT: ["a-secret"]})
+    response = prefetch(client, crm_id="C-7", crm_id_sig=signature, **{"from": "+15551234567"})
+    # the agent's defaults and the caller's own profile still answer; only the lookup is ignored
+    assert response.get_json() == {"metadata": {"company": "Acme", "name": "Phone"}}
+
+
+def test_removing_an_agents_lookup_key_takes_effect_on_the_next_read(
+    make_client: Any, clean_firestore: Any
+) -> None:
+    put(clean_firestore, "agents", AGENT, {"lookup_key": "crm_id"})
+    put(clean_firestore, "profiles", "lookup:crm_id:C-1", {"name": "CRM one"})
+    put(clean_firestore, "profiles", "+15551234567", {"name": "Phone"})
+    client = make_client(agent_cache_ttl_seconds=0, profile_cache_ttl_seconds=0)
+    call = {"crm_id": "C-1", "from": "+15551234567"}
+    assert prefetch(client, **call).get_json() == {"metadata": {"name": "CRM one"}}
+    # e.g. after abuse: the agent no longer answers lookups; the cached copy must not decide
+    put(clean_firestore, "agents", AGENT, {})
+    assert prefetch(client, **call).get_json() == {"metadata": {"name": "Phone"}}
