@@ -172,8 +172,12 @@ def reserved_field_problems(document: Mapping[str, Any], kind: str = "profile") 
         problems.append("disabled must be true or false (a boolean)")
     agents = document.get("agents")
     agent_ids = isinstance(agents, list) and all(isinstance(a, str) for a in agents)
-    if kind == "profile" and agents is not None and not agent_ids:
+    # null too: `agents: null` is not "every agent" any more than `agents: "x"` is
+    if kind == "profile" and "agents" in document and not agent_ids:
         problems.append("agents must be a list of agent ids")
+    key = document.get("lookup_key", "")
+    if kind == "agent" and key != "" and not (isinstance(key, str) and LOOKUP_KEY.match(key)):
+        problems.append("lookup_key must be a parameter name (letters, digits, _ and -)")
     prompt = document.get("extra_prompt")
     if prompt is not None and not isinstance(prompt, str):
         problems.append("extra_prompt must be text")
@@ -284,7 +288,10 @@ class PrefetchService:
         return numbers
 
     def _lookup_id(self, agent: Mapping[str, Any] | None, request: PrefetchRequest) -> str | None:
-        key = (agent or {}).get("lookup_key") or self.default_lookup_key
+        # An agent's own lookup_key decides when present: "" turns lookups off for the agent, and
+        # a value of the wrong type (null, a number, a list) turns them off rather than falling
+        # back to PREFETCH_LOOKUP_KEY.
+        key = (agent or {}).get("lookup_key", self.default_lookup_key)
         if not isinstance(key, str) or not LOOKUP_KEY.match(key):
             return None
         value = request.metadata.get(key)

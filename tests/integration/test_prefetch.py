@@ -537,3 +537,21 @@ def test_removing_an_agents_lookup_key_takes_effect_on_the_next_read(
     # e.g. after abuse: the agent no longer answers lookups; the cached copy must not decide
     put(clean_firestore, "agents", AGENT, {})
     assert prefetch(client, **call).get_json() == {"metadata": {"name": "Phone"}}
+
+
+@pytest.mark.parametrize("lookup_key", [None, 0, False, [], ""])
+def test_an_agents_own_lookup_key_decides_even_when_empty_or_of_the_wrong_type(
+    make_client: Any, clean_firestore: Any, lookup_key: Any
+) -> None:
+    put(clean_firestore, "agents", AGENT, {"lookup_key": lookup_key, "company": "Acme"})
+    put(clean_firestore, "profiles", "lookup:crm_id:C-1", {"name": "CRM one"})
+    client = make_client(prefetch_lookup_key="crm_id")  # the service-wide default
+    body = prefetch(client, crm_id="C-1").get_json()
+    assert "name" not in body.get("metadata", {})  # the lookup is off for this agent
+    # a wrong type is also a problem of the agent (its defaults restrict); "" is a plain setting
+    assert body == ({"metadata": {"company": "Acme"}} if lookup_key == "" else {})
+
+
+def test_a_profile_with_agents_null_serves_nobody(make_client: Any, clean_firestore: Any) -> None:
+    put(clean_firestore, "profiles", "+15551234567", {"name": "Ann", "agents": None})
+    assert prefetch(make_client(), **{"from": "+15551234567"}).get_json() == {}
