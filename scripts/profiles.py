@@ -4,6 +4,7 @@ webhook would answer.
     uv run python scripts/profiles.py import callers.csv [--dry-run] [--merge] [--region GB]
     uv run python scripts/profiles.py export [--format jsonl|csv] [--output FILE]
     uv run python scripts/profiles.py show --agent AGENT_ID [--from NUMBER] [--to NUMBER] [--param k=v]
+    uv run python scripts/profiles.py migrate-lookups --key crm_id [--dry-run]
 
 Reads the service's environment (GOOGLE_CLOUD_PROJECT, FIRESTORE_DATABASE, PROFILES_COLLECTION,
 AGENTS_COLLECTION, DEFAULT_PHONE_REGION; FIRESTORE_EMULATOR_HOST for the emulator).
@@ -17,6 +18,14 @@ semicolon-separated list, `disabled` is true/false. In JSON Lines each line is a
 `phone` key; nested maps are kept. Bad rows are reported with their line number and skipped;
 when a number appears twice, the later row wins and the earlier one is reported. Re-running the
 same file writes the same documents. Exit code 1 when any row was bad.
+
+Export writes lookup profiles with a `lookup` column (`crm_id:C-1001`), so an export imports back.
+
+migrate-lookups: before lookup profiles had their own namespace, a lookup value named the document
+directly (`profiles/C-1001`). Such documents (ids that are neither E.164 numbers nor `lookup:...`)
+are moved to `lookup:<key>:<id>` for the given key; an existing target is never overwritten
+(reported instead). Run it once per deployment that used lookup keys, before or right after
+deploying the new service: until then those profiles are not found (never someone else's).
 """
 
 from __future__ import annotations
@@ -35,6 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from service.config import get_settings
 from service.prefetch import (
+    LOOKUP_KEY,
+    LOOKUP_PREFIX,
     PrefetchRequest,
     PrefetchService,
     lookup_document_id,
@@ -166,19 +177,27 @@ def import_profiles(
     return report
 
 
+def _id_column(document_id: str) -> dict[str, str]:
+    """The import column that recreates this document id."""
+    if document_id.startswith(LOOKUP_PREFIX):
+        return {"lookup": document_id[len(LOOKUP_PREFIX) :]}
+    return {"phone": document_id}
+
+
 def export_profiles(
     client: Any, output: TextIO, *, collection: str = "profiles", fmt: str = "jsonl"
 ) -> int:
     rows = [
-        {"phone": snapshot.id, **to_plain(snapshot.to_dict() or {})}
+        {**_id_column(snapshot.id), **to_plain(snapshot.to_dict() or {})}
         for snapshot in client.collection(collection).stream()
     ]
     if fmt == "jsonl":
         for row in rows:
             output.write(json.dumps(row, ensure_ascii=False) + "\n")
     else:
-        columns = sorted({key for row in rows for key in row} - {"phone"})
-        writer = csv.DictWriter(output, ["phone", *columns])
+        ids = ["phone", "lookup"] if any("lookup" in row for row in rows) else ["phone"]
+        columns = sorted({key for row in rows for key in row} - set(ids))
+        writer = csv.DictWriter(output, [*ids, *columns])
         writer.writeheader()
         for row in rows:
             if isinstance(row.get("agents"), list):
@@ -190,6 +209,57 @@ def export_profiles(
                 }
             )
     return len(rows)
+
+
+@dataclass
+class MigrationReport:
+    moved: list[tuple[str, str]] = field(default_factory=list)  # (old id, new id)
+    conflicts: list[str] = field(default_factory=list)  # old ids whose target exists already
+    skipped: list[str] = field(default_factory=list)  # ids no lookup value could have named
+
+    def summary(self, dry_run: bool) -> str:
+        verb = "would move" if dry_run else "moved"
+        lines = [f"{verb} {len(self.moved)} profiles into the lookup namespace"]
+        lines += [f"  {old} -> {new}" for old, new in self.moved]
+        lines += [f"  {old}: target exists, left in place" for old in self.conflicts]
+        lines += [f"  {old}: not a valid lookup value, left in place" for old in self.skipped]
+        return "\n".join(lines)
+
+
+def migrate_lookups(
+    client: Any, key: str, *, collection: str = "profiles", dry_run: bool = False
+) -> MigrationReport:
+    """Move documents named directly by a lookup value to `lookup:<key>:<id>`."""
+    report = MigrationReport()
+    profiles = client.collection(collection)
+    legacy = [
+        snapshot
+        for snapshot in profiles.stream()
+        if not snapshot.id.startswith(LOOKUP_PREFIX)
+        and normalise_phone(snapshot.id, "US") != snapshot.id
+    ]
+    batch, writes = client.batch(), 0
+    for snapshot in legacy:
+        if safe_document_id(snapshot.id) is None or not LOOKUP_KEY.match(key):
+            report.skipped.append(snapshot.id)
+            continue
+        target = profiles.document(lookup_document_id(key, snapshot.id))
+        if target.get().exists:
+            report.conflicts.append(snapshot.id)
+            continue
+        report.moved.append((snapshot.id, target.id))
+        if dry_run:
+            continue
+        # Copy and delete in one batch: the profile is never in both places nor in neither.
+        batch.set(target, snapshot.to_dict() or {})
+        batch.delete(snapshot.reference)
+        writes += 2
+        if writes >= BATCH_SIZE:
+            batch.commit()
+            batch, writes = client.batch(), 0
+    if writes:
+        batch.commit()
+    return report
 
 
 def show_answer(
@@ -213,6 +283,10 @@ def show_answer(
         default_format=settings.prefetch_response_format,
         default_region=settings.default_phone_region,
         default_lookup_key=settings.prefetch_lookup_key,
+        lookup_signing_secrets={  # as the service: unsigned lookups of such agents are ignored
+            agent: [secret.get_secret_value() for secret in secrets]
+            for agent, secrets in settings.lookup_signing_secrets.items()
+        },
     )
     answer = service.answer(
         PrefetchRequest(agent_id, "profiles-show", from_number, to_number, params)
@@ -220,14 +294,25 @@ def show_answer(
     shown: dict[str, Any] = {"answer": answer.body, "profile_found": answer.profile_found}
     # Documents this call could have used whose reserved fields make them serve nobody.
     problems = {}
-    for number in (from_number, to_number):
-        document_id = normalise_phone(number, settings.default_phone_region) if number else None
+    agent = client.collection(settings.agents_collection).document(agent_id).get()
+    key = (agent.to_dict() or {}).get("lookup_key") or settings.prefetch_lookup_key
+    lookup_value = params.get(key) if isinstance(key, str) and key else None
+    lookup_id = (
+        lookup_document_id(key, lookup_value)
+        if lookup_value and safe_document_id(lookup_value)
+        else None
+    )
+    for number in (lookup_id, from_number, to_number):
+        document_id = (
+            number
+            if number is not None and number == lookup_id
+            else normalise_phone(number, settings.default_phone_region)
+        )
         if document_id:
             snapshot = client.collection(settings.profiles_collection).document(document_id).get()
             found = reserved_field_problems(snapshot.to_dict() or {})
             if found:
                 problems[document_id] = found
-    agent = client.collection(settings.agents_collection).document(agent_id).get()
     if reserved_field_problems(agent.to_dict() or {}, "agent"):
         problems[f"agents/{agent_id}"] = reserved_field_problems(agent.to_dict() or {}, "agent")
     if problems:
@@ -262,6 +347,11 @@ def main(argv: list[str] | None = None) -> int:
     showing.add_argument("--from", dest="from_number")
     showing.add_argument("--to", dest="to_number")
     showing.add_argument("--param", action="append", default=[], help="call metadata, key=value")
+    migrating = commands.add_parser(
+        "migrate-lookups", help="move profiles named by a lookup value into lookup:<key>:<id>"
+    )
+    migrating.add_argument("--key", required=True, help="the agents' lookup key, e.g. crm_id")
+    migrating.add_argument("--dry-run", action="store_true", help="report, write nothing")
     args = parser.parse_args(argv)
 
     settings = get_settings()
@@ -288,6 +378,12 @@ def main(argv: list[str] | None = None) -> int:
             )
         print(f"exported {count} profiles", file=sys.stderr)
         return 0
+    if args.command == "migrate-lookups":
+        migration = migrate_lookups(
+            client, args.key, collection=settings.profiles_collection, dry_run=args.dry_run
+        )
+        print(migration.summary(args.dry_run))
+        return 1 if migration.conflicts or migration.skipped else 0
     params = dict(item.split("=", 1) for item in args.param if "=" in item)
     print(
         json.dumps(

@@ -41,7 +41,7 @@ AGENT_SETTINGS = frozenset(
 CALL_PARAMETERS = frozenset({"agent_id", "session_id", "from", "to"})
 
 LOOKUP_PREFIX = "lookup:"
-_LOOKUP_KEY = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+LOOKUP_KEY = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 SIGNATURE_SUFFIX = "_sig"
 # A document id we accept from the outside: no "/", not "." or "..", not "__reserved__".
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
@@ -52,8 +52,9 @@ _PLACEHOLDER = re.compile(
 _MAX_TEMPLATE_VALUE_CHARS = 1000
 _MAX_EXTRA_PROMPT_CHARS = 20_000
 _MAX_SUBSTITUTIONS = 1_000
-# Rendering may finish a little after the lookup's deadline, never much after.
-_RENDER_GRACE_SECONDS = 0.05
+# Part of the prefetch deadline kept for rendering templates (they take ~10 us; bounded ones at
+# most a few ms), so the answer, templates included, is ready by the deadline.
+_RENDER_RESERVE_SECONDS = 0.05
 
 
 def normalise_phone(raw: str | None, default_region: str) -> str | None:
@@ -141,8 +142,25 @@ def _value_text(match: re.Match[str], values: Mapping[str, Any], texts: dict[str
         elif isinstance(value, str):
             texts[path] = value[:_MAX_TEMPLATE_VALUE_CHARS]
         else:
-            texts[path] = json.dumps(value, ensure_ascii=False)[:_MAX_TEMPLATE_VALUE_CHARS]
+            texts[path] = bounded_json(value, _MAX_TEMPLATE_VALUE_CHARS)
     return texts[path]
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False)
+
+
+def bounded_json(value: Any, max_chars: int) -> str:
+    """The first `max_chars` characters of `value` as JSON, without encoding the rest:
+    `iterencode` is the pure-Python encoder, a generator, so a 900 KB map costs only the chunks
+    read before the cap (json.dumps encoded all of it, ~10 ms, on every hostile request)."""
+    pieces: list[str] = []
+    size = 0
+    for chunk in _ENCODER.iterencode(value):
+        pieces.append(chunk)
+        size += len(chunk)
+        if size >= max_chars:
+            break
+    return "".join(pieces)[:max_chars]
 
 
 def reserved_field_problems(document: Mapping[str, Any], kind: str = "profile") -> list[str]:
@@ -154,8 +172,12 @@ def reserved_field_problems(document: Mapping[str, Any], kind: str = "profile") 
         problems.append("disabled must be true or false (a boolean)")
     agents = document.get("agents")
     agent_ids = isinstance(agents, list) and all(isinstance(a, str) for a in agents)
-    if kind == "profile" and agents is not None and not agent_ids:
+    # null too: `agents: null` is not "every agent" any more than `agents: "x"` is
+    if kind == "profile" and "agents" in document and not agent_ids:
         problems.append("agents must be a list of agent ids")
+    key = document.get("lookup_key", "")
+    if kind == "agent" and key != "" and not (isinstance(key, str) and LOOKUP_KEY.match(key)):
+        problems.append("lookup_key must be a parameter name (letters, digits, _ and -)")
     prompt = document.get("extra_prompt")
     if prompt is not None and not isinstance(prompt, str):
         problems.append("extra_prompt must be text")
@@ -211,6 +233,8 @@ class PrefetchService:
 
     def answer(self, request: PrefetchRequest) -> PrefetchAnswer:
         deadline = time.monotonic() + self.deadline_seconds
+        # Templates render inside the deadline: the reads leave them a small part of it.
+        read_deadline = deadline - min(_RENDER_RESERVE_SECONDS, self.deadline_seconds / 10)
         numbers = self._candidate_numbers(request)
         agent_key: DocumentKey = ("agent", request.agent_id)
         agent_id_ok = safe_document_id(request.agent_id) is not None
@@ -225,16 +249,17 @@ class PrefetchService:
             keys.append(("profile", lookup_id))
         keys.extend(("profile", number) for number in numbers if number not in own_numbers)
 
-        result = self.store.read(keys, max(0.0, deadline - time.monotonic()))
+        result = self.store.read(keys, max(0.0, read_deadline - time.monotonic()))
         agent = result.documents.get(agent_key) or {}
-        late_lookup_id = self._lookup_id(agent, request)
-        if late_lookup_id and late_lookup_id != lookup_id:
-            remaining = deadline - time.monotonic()
+        # The agent as read decides, not the cached copy: an agent whose lookup key was just
+        # removed (say, after abuse) must not keep answering lookups from the old one.
+        lookup_id = self._lookup_id(agent, request)
+        if lookup_id and ("profile", lookup_id) not in keys:
+            remaining = read_deadline - time.monotonic()
             if remaining > 0.005:
-                extra = self.store.read([("profile", late_lookup_id)], remaining)
+                extra = self.store.read([("profile", lookup_id)], remaining)
                 result.documents.update(extra.documents)
                 result.failure = result.failure or extra.failure
-            lookup_id = late_lookup_id
 
         if agent.get("disabled", False) is not False or reserved_field_problems(agent, "agent"):
             agent = {}  # a disabled agent, or one whose settings are of the wrong type
@@ -246,7 +271,7 @@ class PrefetchService:
                 profile = document
                 break
 
-        body = self._shape(agent, profile or {}, request, deadline + _RENDER_GRACE_SECONDS)
+        body = self._shape(agent, profile or {}, request, deadline)
         if result.failure:
             log.warning(
                 "profile store unavailable; answered from cache or agent defaults",
@@ -263,17 +288,22 @@ class PrefetchService:
         return numbers
 
     def _lookup_id(self, agent: Mapping[str, Any] | None, request: PrefetchRequest) -> str | None:
-        key = (agent or {}).get("lookup_key") or self.default_lookup_key
-        if not isinstance(key, str) or not _LOOKUP_KEY.match(key):
+        # An agent's own lookup_key decides when present: "" turns lookups off for the agent, and
+        # a value of the wrong type (null, a number, a list) turns them off rather than falling
+        # back to PREFETCH_LOOKUP_KEY.
+        key = (agent or {}).get("lookup_key", self.default_lookup_key)
+        if not isinstance(key, str) or not LOOKUP_KEY.match(key):
             return None
         value = request.metadata.get(key)
         if not value or safe_document_id(value) is None:
             return None
         secrets = self.lookup_signing_secrets.get(request.agent_id)
         if secrets:  # this agent's lookups must be signed by the user's backend
-            sent = request.metadata.get(key + SIGNATURE_SUFFIX, "")
+            # Bytes, not str: compare_digest raises on non-ASCII text, and a caller's `é` would
+            # have turned the whole answer into the empty error answer.
+            sent = request.metadata.get(key + SIGNATURE_SUFFIX, "").lower().encode()
             if not any(
-                hmac.compare_digest(lookup_signature(secret, value), sent.lower())
+                hmac.compare_digest(lookup_signature(secret, value).encode(), sent)
                 for secret in secrets
             ):
                 return None  # unsigned or wrongly signed: ignored, the numbers still apply

@@ -510,3 +510,48 @@ def test_hostile_templates_are_bounded_in_size_and_time(
     )
     response = prefetch(make_client(), **{"from": "+15551230000"})
     assert response.status_code == 200 and len(response.get_json()["extra_prompt"]) <= 20_000
+
+
+@pytest.mark.parametrize("signature", ["é" * 64, "\u2603", "\uff46" * 64])
+def test_a_non_ascii_signature_is_ignored_like_any_wrong_one(
+    make_client: Any, clean_firestore: Any, signature: str
+) -> None:
+    put(clean_firestore, "agents", AGENT, {"lookup_key": "crm_id", "company": "Acme"})
+    put(clean_firestore, "profiles", "lookup:crm_id:C-7", {"name": "Signed"})
+    put(clean_firestore, "profiles", "+15551234567", {"name": "Phone"})
+    client = make_client(lookup_signing_secrets={AGENT: ["a-secret"]})
+    response = prefetch(client, crm_id="C-7", crm_id_sig=signature, **{"from": "+15551234567"})
+    # the agent's defaults and the caller's own profile still answer; only the lookup is ignored
+    assert response.get_json() == {"metadata": {"company": "Acme", "name": "Phone"}}
+
+
+def test_removing_an_agents_lookup_key_takes_effect_on_the_next_read(
+    make_client: Any, clean_firestore: Any
+) -> None:
+    put(clean_firestore, "agents", AGENT, {"lookup_key": "crm_id"})
+    put(clean_firestore, "profiles", "lookup:crm_id:C-1", {"name": "CRM one"})
+    put(clean_firestore, "profiles", "+15551234567", {"name": "Phone"})
+    client = make_client(agent_cache_ttl_seconds=0, profile_cache_ttl_seconds=0)
+    call = {"crm_id": "C-1", "from": "+15551234567"}
+    assert prefetch(client, **call).get_json() == {"metadata": {"name": "CRM one"}}
+    # e.g. after abuse: the agent no longer answers lookups; the cached copy must not decide
+    put(clean_firestore, "agents", AGENT, {})
+    assert prefetch(client, **call).get_json() == {"metadata": {"name": "Phone"}}
+
+
+@pytest.mark.parametrize("lookup_key", [None, 0, False, [], ""])
+def test_an_agents_own_lookup_key_decides_even_when_empty_or_of_the_wrong_type(
+    make_client: Any, clean_firestore: Any, lookup_key: Any
+) -> None:
+    put(clean_firestore, "agents", AGENT, {"lookup_key": lookup_key, "company": "Acme"})
+    put(clean_firestore, "profiles", "lookup:crm_id:C-1", {"name": "CRM one"})
+    client = make_client(prefetch_lookup_key="crm_id")  # the service-wide default
+    body = prefetch(client, crm_id="C-1").get_json()
+    assert "name" not in body.get("metadata", {})  # the lookup is off for this agent
+    # a wrong type is also a problem of the agent (its defaults restrict); "" is a plain setting
+    assert body == ({"metadata": {"company": "Acme"}} if lookup_key == "" else {})
+
+
+def test_a_profile_with_agents_null_serves_nobody(make_client: Any, clean_firestore: Any) -> None:
+    put(clean_firestore, "profiles", "+15551234567", {"name": "Ann", "agents": None})
+    assert prefetch(make_client(), **{"from": "+15551234567"}).get_json() == {}

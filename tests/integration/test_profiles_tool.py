@@ -9,7 +9,10 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from profiles import export_profiles, import_profiles, show_answer
+from profiles import export_profiles, import_profiles, migrate_lookups, show_answer
+
+from service.config import get_settings
+from service.prefetch import lookup_signature
 
 
 def documents(client: Any, collection: str = "profiles") -> dict[str, dict[str, Any]]:
@@ -166,3 +169,63 @@ def test_show_reports_documents_that_serve_nobody(
     shown = show_answer(clean_firestore, "agent-1", "+15551234567", None, {})
     assert shown["profile_found"] is False
     assert shown["problems"] == {"+15551234567": ["agents must be a list of agent ids"]}
+
+
+def test_lookup_profiles_export_and_import_back(clean_firestore: Any, tmp_path: Path) -> None:
+    profiles = clean_firestore.collection("profiles")
+    profiles.document("lookup:crm_id:C-1001").set({"name": "From CRM"})
+    profiles.document("+15551234567").set({"name": "Ann"})
+    for fmt in ("jsonl", "csv"):
+        exported = io.StringIO()
+        export_profiles(clean_firestore, exported, fmt=fmt)
+        before = documents(clean_firestore)
+        path = tmp_path / f"export.{fmt}"
+        path.write_text(exported.getvalue())
+        for document_id in before:
+            profiles.document(document_id).delete()
+        report = import_profiles(clean_firestore, path)
+        assert report.problems == [], fmt
+        assert documents(clean_firestore) == before, fmt
+
+
+def test_migrate_lookups_moves_profiles_named_by_a_value(
+    clean_firestore: Any, tmp_path: Path
+) -> None:
+    profiles = clean_firestore.collection("profiles")
+    profiles.document("C-1001").set({"name": "Legacy", "agents": ["agent-1"]})
+    profiles.document("C-2002").set({"name": "Legacy two"})
+    profiles.document("lookup:crm_id:C-2002").set({"name": "Already migrated"})
+    profiles.document("+15551234567").set({"name": "Phone"})
+    dry = migrate_lookups(clean_firestore, "crm_id", dry_run=True)
+    assert dry.moved == [("C-1001", "lookup:crm_id:C-1001")] and dry.conflicts == ["C-2002"]
+    assert "C-1001" in documents(clean_firestore)
+    migrate_lookups(clean_firestore, "crm_id")
+    assert documents(clean_firestore) == {
+        "lookup:crm_id:C-1001": {"name": "Legacy", "agents": ["agent-1"]},
+        "C-2002": {"name": "Legacy two"},  # its target exists: left for a person to decide
+        "lookup:crm_id:C-2002": {"name": "Already migrated"},
+        "+15551234567": {"name": "Phone"},
+    }
+
+
+def test_show_answers_as_the_service_for_signed_lookups_and_reports_the_lookup_profile(
+    clean_firestore: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "test-millis")
+    monkeypatch.setenv("LOOKUP_SIGNING_SECRETS", '{"agent-1": "a-secret"}')
+    get_settings.cache_clear()
+    try:
+        clean_firestore.collection("agents").document("agent-1").set({"lookup_key": "crm_id"})
+        profiles = clean_firestore.collection("profiles")
+        profiles.document("lookup:crm_id:C-1").set({"name": "CRM"})
+        profiles.document("lookup:crm_id:C-2").set({"name": "Bad", "disabled": "no"})
+        unsigned = show_answer(clean_firestore, "agent-1", None, None, {"crm_id": "C-1"})
+        assert unsigned["answer"] == {}  # as the service answers: the value is not signed
+        signed = {"crm_id": "C-1", "crm_id_sig": lookup_signature("a-secret", "C-1")}
+        assert show_answer(clean_firestore, "agent-1", None, None, signed)["profile_found"]
+        shown = show_answer(clean_firestore, "agent-1", None, None, {"crm_id": "C-2"})
+        assert shown["problems"] == {
+            "lookup:crm_id:C-2": ["disabled must be true or false (a boolean)"]
+        }
+    finally:
+        get_settings.cache_clear()

@@ -97,3 +97,24 @@ def test_rendering_stops_after_the_substitution_limit_and_at_the_deadline() -> N
 
     assert render_template("{x}." * 5000, {"x": ""}) == "." * 1000
     assert render_template("a{x}b", {"x": "1"}, deadline=time.monotonic() - 1) == "a"
+
+
+class CountingMap(dict):  # type: ignore[type-arg]
+    """A profile map that counts the entries the JSON encoder reads from it."""
+
+    read = 0
+
+    def items(self):  # type: ignore[no-untyped-def,override]
+        for item in super().items():
+            CountingMap.read += 1
+            yield item
+
+
+def test_a_large_value_is_serialised_only_up_to_the_value_cap() -> None:
+    CountingMap.read = 0
+    huge = CountingMap({f"k{i:05d}": "v" * 90 for i in range(10_000)})  # ~1 MB as JSON
+    text = render_template("{m}" * 1000, {"m": huge})
+    assert len(text) == 20_000
+    assert text.startswith('{"k00000": "' + "v" * 90)
+    # ~1,000 characters of JSON read about ten entries, once for all 1,000 references
+    assert CountingMap.read < 20
