@@ -8,10 +8,8 @@ plain `functions-framework` (as before the guard), and measures on each, in one 
 - peak RSS while 16 clients each send a 32 MiB body at once (chunked, with the token) and 16 more
   announce and send 32 MiB without a token;
 - prefetch p50/p99 at concurrency 4, alone and while 10 clients drip an end-of-call body a byte
-  every 2 s;
-- other callers' prefetch p50/p99 alone and while 4 clients keep calling an agent whose profile
-  holds a hostile template (`{x}` 300,000 times with a 1,000-character `x`; a 900 KB map
-  referenced 1,000 times). Traffic goes to 127.0.0.1 only, bounded in count and time.
+  every 2 s. Traffic goes to 127.0.0.1 only, bounded in count and time.
+(Hostile profiles: scripts/bench_hostile_profile.py.)
 """
 
 from __future__ import annotations
@@ -109,39 +107,6 @@ def prefetch_latency(server: Server, count: int, slow_clients: int) -> Result:
         stop.set()
 
 
-def seed_hostile_profiles() -> None:
-    from service.profiles import make_client
-
-    client = make_client(PROJECT, "(default)")
-    client.collection("agents").document("hostile").set(
-        {"extra_prompt": "{x}" * 300_000 + "{m}" * 1000}
-    )
-    client.collection("profiles").document("+15557770000").set(
-        {"x": "y" * 1000, "m": {f"k{i}": "v" * 90 for i in range(9000)}}
-    )
-
-
-def prefetch_beside_hostile_profile(server: Server, count: int, hostile: int) -> Result:
-    stop = threading.Event()
-    path = f"/prefetch?agent_id=hostile&session_id=h&from=%2B15557770000&token={TOKEN}"
-
-    def hammer() -> None:
-        while not stop.is_set():
-            http_load("hostile", server.port, [("GET", path, b"", {})] * 20, 1, max_seconds=30)
-
-    attackers = [threading.Thread(target=hammer, daemon=True) for _ in range(hostile)]
-    for attacker in attackers:
-        attacker.start()
-    try:
-        ordinary = f"/prefetch?agent_id=agent-1&session_id=s&from=%2B15551230000&token={TOKEN}"
-        name = f"prefetch beside {hostile} hostile-profile clients"
-        return http_load(name, server.port, [("GET", ordinary, b"", {})] * count, 4, 60)
-    finally:
-        stop.set()
-        for attacker in attackers:
-            attacker.join(30)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -171,12 +136,6 @@ def main() -> None:
                 )
                 results = [prefetch_latency(server, args.requests, n) for n in (0, 10)]
                 print_table(results, f"{label}: prefetch, concurrency 4")
-                if not plain:  # the template bound is in the service code both servers run
-                    seed_hostile_profiles()
-                    results = [
-                        prefetch_beside_hostile_profile(server, args.requests, n) for n in (0, 4)
-                    ]
-                    print_table(results, f"{label}: other callers beside a hostile profile")
             finally:
                 server.stop()
     finally:
