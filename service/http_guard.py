@@ -19,13 +19,14 @@ sees the body already in memory. Every refusal is our JSON error body.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import io
 import json
 import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import flask
@@ -49,6 +50,10 @@ ROUTES: dict[str, tuple[str, ...]] = {
     "/openapi.json": ("GET",),
 }
 READ_CHUNK_BYTES = 64 * 1024
+# After a refusal with a body still arriving: how long, and how much, to read and discard so that
+# the client sees the answer instead of a reset.
+LINGER_SECONDS = 1.0
+LINGER_MAX_BYTES = 1024 * 1024
 # Millis payloads nest a few levels; BigQuery refuses JSON deeper than 500 and Firestore maps
 # deeper than 20, so a deep body is refused rather than kept as a dead letter forever.
 MAX_JSON_DEPTH = 32
@@ -112,6 +117,7 @@ class RequestGuard:
         self.handler = handler
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        headers_done()  # gunicorn has parsed them; a body gets its own deadline
         path = environ.get("PATH_INFO", "").rstrip("/") or "/"
         method = environ.get("REQUEST_METHOD", "")
         methods = allowed_methods(path)
@@ -128,10 +134,12 @@ class RequestGuard:
             elif _announces_body(environ):
                 _replace_body(environ, b"")  # never read
                 _close_after_answer(start_response)
+                return _Lingering(self.app(environ, start_response), environ)
         except HttpError as exc:
-            if _announces_body(environ):
-                _close_after_answer(start_response)
-            return _refuse(start_response, exc)
+            if not _announces_body(environ):
+                return _refuse(start_response, exc)
+            _close_after_answer(start_response)
+            return _Lingering(_refuse(start_response, exc), environ)
         return self.app(environ, start_response)
 
     def _accept_body(self, environ: WSGIEnvironment) -> None:
@@ -217,12 +225,10 @@ def _read_body(environ: WSGIEnvironment, limit: int, timeout_seconds: float) -> 
     stream = environ["wsgi.input"]
     sock = environ.get("gunicorn.socket")
     deadline = time.monotonic() + timeout_seconds
-    timer = None
+    ticket = None
     if sock is not None:
         sock.settimeout(timeout_seconds)  # an idle wait ends at the deadline too
-        timer = threading.Timer(timeout_seconds, _stop_reading, (sock,))
-        timer.daemon = True
-        timer.start()
+        ticket = _watchdog.watch(sock, deadline)
     chunks: list[bytes] = []
     size = 0
     try:
@@ -242,8 +248,8 @@ def _read_body(environ: WSGIEnvironment, limit: int, timeout_seconds: float) -> 
         log.info("unreadable request body", extra={"error_type": type(exc).__name__})
         raise HttpError(400, "bad_body", "the body is malformed or incomplete") from None
     finally:
-        if timer is not None:
-            timer.cancel()
+        if ticket is not None:
+            _watchdog.cancel(ticket)
         if sock is not None:
             sock.settimeout(None)
     if size > limit:
@@ -251,6 +257,94 @@ def _read_body(environ: WSGIEnvironment, limit: int, timeout_seconds: float) -> 
     return b"".join(chunks)
 
 
-def _stop_reading(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RD)
+class _Watchdog:
+    """One thread for the whole process that ends reads past their deadline by shutting the
+    socket's read side: the blocked read returns at once. (A per-read timeout alone lets a client
+    sending a byte a second hold a thread as long as it likes; a timer thread per request would
+    cost a thread start on every request.)"""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, socket.socket]] = []
+        self._cancelled: set[int] = set()
+        self._condition = threading.Condition()
+        self._counter = 0
+        self._thread: threading.Thread | None = None
+
+    def watch(self, sock: socket.socket, deadline: float) -> int:
+        with self._condition:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="read-deadline", daemon=True)
+                self._thread.start()
+            self._counter += 1
+            heapq.heappush(self._heap, (deadline, self._counter, sock))
+            self._condition.notify()
+            return self._counter
+
+    def cancel(self, ticket: int) -> None:
+        with self._condition:
+            self._cancelled.add(ticket)
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                while not self._heap:
+                    self._condition.wait()
+                deadline, ticket, sock = self._heap[0]
+                wait = deadline - time.monotonic()
+                if wait > 0:
+                    self._condition.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+                if ticket in self._cancelled:
+                    self._cancelled.discard(ticket)
+                    continue
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RD)
+
+
+_watchdog = _Watchdog()
+_header_ticket = threading.local()
+
+
+def watch_headers(sock: socket.socket, seconds: float) -> None:
+    """Start a request's header deadline on this worker thread (service/server.py's worker calls
+    it before gunicorn parses the request): a client dripping its headers is cut off too."""
+    _header_ticket.value = _watchdog.watch(sock, time.monotonic() + seconds)
+
+
+def headers_done() -> None:
+    ticket = getattr(_header_ticket, "value", None)
+    if ticket is not None:
+        _watchdog.cancel(ticket)
+        _header_ticket.value = None
+
+
+class _Lingering:
+    """The answer, then a short lingering close: half-close so that the client reads the answer
+    (closing with its unread data still arriving would reset the connection and lose the
+    answer), discard what it still sends for at most LINGER_SECONDS / LINGER_MAX_BYTES, then shut
+    the read side, so gunicorn's own close returns at once."""
+
+    def __init__(self, body: Iterable[bytes], environ: WSGIEnvironment) -> None:
+        self.body, self.sock = body, environ.get("gunicorn.socket")
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self.body
+
+    def close(self) -> None:
+        close = getattr(self.body, "close", None)
+        if close is not None:
+            close()
+        if self.sock is None:
+            return
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + LINGER_SECONDS
+            drained = 0
+            while drained < LINGER_MAX_BYTES and (remaining := deadline - time.monotonic()) > 0:
+                self.sock.settimeout(remaining)
+                data = self.sock.recv(READ_CHUNK_BYTES)
+                if not data:
+                    break
+                drained += len(data)
+            self.sock.shutdown(socket.SHUT_RD)

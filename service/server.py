@@ -12,7 +12,9 @@ Differences from `functions-framework --target=app` (why this launcher exists):
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ import gunicorn.util
 from gunicorn.app.base import BaseApplication
 from gunicorn.workers.gthread import ThreadWorker
 
-from service.http_guard import RequestGuard, error_json
+from service.http_guard import RequestGuard, error_json, headers_done, watch_headers
 
 MAIN = Path(__file__).with_name("main.py")
 # Cloud Run sends SIGTERM and, 10 s later, SIGKILL: requests in flight get 9 s to finish.
@@ -50,8 +52,40 @@ def _write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> Non
     gunicorn.util.write_nonblock(sock, head.encode("latin-1") + body)
 
 
+def _close_without_waiting(sock: Any, timeout: float = 2.0, max_drain: int = 65536) -> None:
+    """gunicorn's graceful close, minus the wait. gunicorn closes a connection on its main loop,
+    and its graceful close waits up to 2 s there for the client to close too: a few clients that
+    never do would stall accepting and dispatching for everyone. This drains only what has
+    already arrived; the guard lingers in the worker thread where a body is left unread
+    (service/http_guard.py), which is where a reset could cost the client its answer."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_WR)
+        sock.setblocking(False)
+        drained = 0
+        while drained < max_drain:
+            data = sock.recv(65536)
+            if not data:
+                break
+            drained += len(data)
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
 class JsonErrorThreadWorker(ThreadWorker):  # type: ignore[misc]
-    """gunicorn's gthread worker, answering its own protocol errors with our JSON body."""
+    """gunicorn's gthread worker, answering its own protocol errors with our JSON body, with a
+    deadline on a request's headers (gunicorn has none: a client sending a header byte a second
+    would hold a thread for as long as it likes)."""
+
+    def init_process(self) -> None:
+        gunicorn.util.close_graceful = _close_without_waiting  # TConn.close calls it by module
+        super().init_process()
+
+    def handle(self, conn: Any) -> Any:
+        watch_headers(conn.sock, _read_timeout_seconds())
+        try:
+            return super().handle(conn)
+        finally:
+            headers_done()
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         original = gunicorn.util.write_error
@@ -60,6 +94,12 @@ class JsonErrorThreadWorker(ThreadWorker):  # type: ignore[misc]
             super().handle_error(req, client, addr, exc)
         finally:
             gunicorn.util.write_error = original
+
+
+def _read_timeout_seconds() -> float:
+    from service.config import get_settings
+
+    return get_settings().request_read_timeout_seconds
 
 
 def build_app() -> Any:

@@ -280,3 +280,68 @@ def test_memory_stays_bounded_under_large_parallel_bodies(served: Served) -> Non
     assert [a.status for a in answers] == [413] * 16
     # At most the 3 MiB limit per request is ever held; 16 x 32 MiB would be 512 MiB.
     assert served.rss_mb() - before < 120
+
+
+def test_clients_dripping_headers_are_cut_and_do_not_starve_prefetch(served: Served) -> None:
+    stop = threading.Event()
+
+    def drip_headers() -> None:
+        while not stop.is_set():
+            try:
+                with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+                    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                    while not stop.wait(0.5):
+                        sock.sendall(b"a")
+            except OSError:
+                continue  # cut at the header deadline: come back, as an attacker would
+
+    clients = [threading.Thread(target=drip_headers, daemon=True) for _ in range(THREADS + 4)]
+    for client in clients:
+        client.start()
+    try:
+        time.sleep(1)
+        url = f"http://127.0.0.1:{served.port}/prefetch"
+        params = {"agent_id": "a", "session_id": "s", "token": TOKEN}
+        # More drippers than threads: without a header deadline no thread ever comes free.
+        response = requests.get(url, params=params, timeout=READ_TIMEOUT * 4)
+        assert response.status_code == 200
+    finally:
+        stop.set()
+        for client in clients:
+            client.join(5)
+
+
+def test_a_client_that_sends_its_whole_body_before_reading_still_gets_the_answer(
+    served: Served,
+) -> None:
+    # No token, 900 KB sent in full before reading, as simple clients do: the refusal is sent at
+    # once, and the lingering close keeps the connection from being reset under the client.
+    body = b"{" + b" " * 899_999
+    head = request_head(
+        "POST", "/end-of-call", "Content-Type: application/json", f"Content-Length: {len(body)}"
+    )
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+        sock.sendall(head + body)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 401")
+    assert b'"error":"unauthenticated"' in data or b'"error":' in data
+
+
+def test_clients_that_never_close_do_not_stall_the_server(served: Served) -> None:
+    # Each asks for `Connection: close` and then keeps its end open. gunicorn's graceful close
+    # waits up to 2 s per connection on its main loop: 12 of them stalled everyone for ~24 s.
+    sockets = []
+    try:
+        for _ in range(12):
+            sock = socket.create_connection(("127.0.0.1", served.port), timeout=10)
+            sock.sendall(request_head("GET", "/health", "Connection: close"))
+            sockets.append(sock)
+        time.sleep(0.5)
+        url = f"http://127.0.0.1:{served.port}/prefetch"
+        params = {"agent_id": "a", "session_id": "s", "token": TOKEN}
+        assert requests.get(url, params=params, timeout=8).status_code == 200
+    finally:
+        for sock in sockets:
+            sock.close()
