@@ -183,17 +183,26 @@ def served_service(env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[
 
 
 @pytest.fixture(autouse=True)
-def rows_conform_to_bigquery(monkeypatch: pytest.MonkeyPatch) -> None:
+def rows_conform_to_bigquery(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Every streamed insert any test makes is held to real BigQuery's rules first
-    (tests/bigquery_rules.py): the emulator alone would store rows production refuses."""
+    (tests/bigquery_rules.py): the emulator alone would store rows production refuses. A breach
+    fails the test at teardown too: the sink would otherwise turn the refusal into a dead letter
+    and the test could pass."""
     from google.cloud import bigquery
 
-    from tests.bigquery_rules import assert_request_conforms
+    from tests.bigquery_rules import NonConformingRow, assert_request_conforms
 
     original = bigquery.Client.insert_rows_json
+    breaches: list[str] = []
 
     def checked(self: Any, table: Any, json_rows: Any, row_ids: Any = None, **kwargs: Any) -> Any:
-        assert_request_conforms(list(json_rows), list(row_ids))
+        try:
+            assert_request_conforms(list(json_rows), list(row_ids))
+        except NonConformingRow as exc:
+            breaches.append(str(exc))
+            raise
         return original(self, table, json_rows, row_ids=row_ids, **kwargs)
 
     monkeypatch.setattr(bigquery.Client, "insert_rows_json", checked)
+    yield
+    assert not breaches, f"rows real BigQuery would refuse: {breaches}"
