@@ -226,8 +226,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from service.dead_letters import DeadLetterStore
     from service.profiles import make_client as firestore_client
-    from service.sink import BigQuerySink
-    from service.sink import make_client as bigquery_client
+    from service.sink import make_sink
 
     settings = get_settings()
     api = CallLogs(args.base_url or REGIONS[args.region], api_key)
@@ -236,12 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         if session_ids
         else api.calls_between(args.start, args.end, args.agent_id)
     )
-    sink = BigQuerySink(
-        bigquery_client(settings.google_cloud_project),
-        settings.events_table_id,
-        settings.bigquery_insert_timeout_seconds,
-        settings.bigquery_insert_attempts,
-    )
+    sink = make_sink(settings)  # the write API BIGQUERY_WRITE_API chooses
     dead_letters = DeadLetterStore(
         firestore_client(settings.google_cloud_project, settings.firestore_database),
         settings.dead_letter_collection,

@@ -127,20 +127,26 @@ def start_bigquery(
     port: int | None = None,
     timeout: float = 60,
     data_dir: Path | None = None,
+    grpc_port: int | None = None,
 ) -> Emulator:
-    """`data_dir` makes the emulator persistent: a restart on it keeps the tables and rows."""
+    """`data_dir` makes the emulator persistent: a restart on it keeps the tables and rows.
+
+    The Storage Write API is served over gRPC on `grpc_port` (a free one when not given), named
+    to clients by BIGQUERY_STORAGE_EMULATOR_HOST."""
     install_duckdb_spatial()
     rest_port = port or free_port()
     host_port = f"127.0.0.1:{rest_port}"
+    grpc_host_port = f"127.0.0.1:{grpc_port or free_port()}"
     process, log_path = _spawn(
         "bigquery",
         [
-            str(VENV_BIN / "bqemulator"),
+            sys.executable,
+            str(Path(__file__).resolve().parent / "bqemulator_storage_fix.py"),
             "start",
             "--rest-port",
             str(rest_port),
             "--grpc-port",
-            "0",
+            grpc_host_port.rsplit(":", 1)[1],
             "--project",
             project,
             "--log-level",
@@ -150,7 +156,14 @@ def start_bigquery(
         log_dir,
     )
     emulator = Emulator(
-        "bigquery", host_port, process, log_path, {"BIGQUERY_EMULATOR_HOST": f"http://{host_port}"}
+        "bigquery",
+        host_port,
+        process,
+        log_path,
+        {
+            "BIGQUERY_EMULATOR_HOST": f"http://{host_port}",
+            "BIGQUERY_STORAGE_EMULATOR_HOST": grpc_host_port,
+        },
     )
     try:
         _wait_for_http(

@@ -23,7 +23,7 @@ from service.row_limits import (
 if TYPE_CHECKING:
     from service.dead_letters import DeadLetterStore
     from service.redaction import Redactor
-    from service.sink import BigQuerySink
+    from service.sink import Sink
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ def conform_stored_row(row: dict[str, Any], now: datetime) -> dict[str, Any]:
 
 
 def insert_or_dead_letter(
-    row: dict[str, Any], sink: BigQuerySink, dead_letters: DeadLetterStore
+    row: dict[str, Any], sink: Sink, dead_letters: DeadLetterStore
 ) -> Outcome:
     """Stream the row into BigQuery; on any failure keep it as a dead letter. Lose nothing."""
     from service.sink import InsertFailed

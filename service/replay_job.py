@@ -44,15 +44,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{letter.id}  reason={letter.reason}  created={letter.created_at}")
         return 0
 
-    from service.sink import BigQuerySink
-    from service.sink import make_client as bigquery_client
+    from service.sink import make_sink
 
-    sink = BigQuerySink(
-        bigquery_client(settings.google_cloud_project),
-        settings.events_table_id,
-        settings.bigquery_insert_timeout_seconds,
-        settings.bigquery_insert_attempts,
-    )
+    sink = make_sink(settings)  # the write API BIGQUERY_WRITE_API chooses
     owner = os.environ.get("CLOUD_RUN_EXECUTION") or f"{socket.gethostname()}:{os.getpid()}"
     report = replay(store, sink, limit=args.limit, owner=owner)
     print(report.summary())

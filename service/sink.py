@@ -10,7 +10,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from google.api_core import exceptions as google_exceptions
 from google.auth.credentials import AnonymousCredentials
@@ -28,6 +28,8 @@ from service.schemas import (
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from service.config import Settings
+
 log = logging.getLogger(__name__)
 
 # 4xx answers other than these mean the request itself is wrong: retrying cannot help. Quota
@@ -41,6 +43,14 @@ def _retryable(exc: google_exceptions.ClientError) -> bool:
         return True
     reasons = {error.get("reason") for error in exc.errors if isinstance(error, dict)}
     return isinstance(exc, google_exceptions.Forbidden) and bool(reasons & _QUOTA_REASONS)
+
+
+class Sink(Protocol):
+    """What the end-of-call path, the replay and the backfill need of a BigQuery writer."""
+
+    def insert(self, rows: Sequence[dict[str, Any]], row_ids: Sequence[str]) -> list[RowError]:
+        """Insert rows; return the rows BigQuery refused as invalid, or raise InsertFailed."""
+        ...
 
 
 class InsertFailed(Exception):
@@ -104,6 +114,26 @@ class BigQuerySink:
             )
             time.sleep(min(0.2 * 2**attempt, max(0.0, deadline - time.monotonic())))
         raise InsertFailed(last_error)
+
+
+def make_sink(settings: Settings, client: Any = None) -> Sink:
+    """The sink BIGQUERY_WRITE_API chooses; `client` is that API's client (tests inject one)."""
+    if settings.bigquery_write_api == "storage_write":
+        # Imported here: only this setting pays for gRPC and the storage client.
+        from service.storage_write_sink import StorageWriteSink, make_write_client
+
+        return StorageWriteSink(
+            client or make_write_client(),
+            settings.events_table_id,
+            settings.bigquery_insert_timeout_seconds,
+            settings.bigquery_insert_attempts,
+        )
+    return BigQuerySink(
+        client or make_client(settings.google_cloud_project),
+        settings.events_table_id,
+        settings.bigquery_insert_timeout_seconds,
+        settings.bigquery_insert_attempts,
+    )
 
 
 def _first_message(entry: dict[str, Any]) -> str:

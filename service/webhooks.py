@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from service.dead_letters import DeadLetterStore
     from service.redaction import Redactor
-    from service.sink import BigQuerySink
+    from service.sink import Sink
 
 log = logging.getLogger("service")
 
@@ -79,7 +79,7 @@ class WebhookHandler:
                 for agent, secrets in settings.lookup_signing_secrets.items()
             },
         )
-        self._end_of_call: tuple[BigQuerySink, DeadLetterStore, Redactor] | None = None
+        self._end_of_call: tuple[Sink, DeadLetterStore, Redactor] | None = None
         self._end_of_call_lock = threading.Lock()
         self.routes: dict[str, dict[str, Callable[[flask.Request, Span], flask.Response]]] = {
             "/prefetch": {"GET": self.handle_prefetch},
@@ -268,23 +268,17 @@ class WebhookHandler:
             raise HttpError(413, "body_too_large", f"the body is limited to {limit} bytes")
         return body
 
-    def _end_of_call_dependencies(self) -> tuple[BigQuerySink, DeadLetterStore, Redactor]:
+    def _end_of_call_dependencies(self) -> tuple[Sink, DeadLetterStore, Redactor]:
         # BigQuery is imported on first use: the prefetch path and cold start do not pay for it.
         with self._end_of_call_lock:
             if self._end_of_call is None:
                 from service.dead_letters import DeadLetterStore
                 from service.redaction import Redactor
-                from service.sink import BigQuerySink, make_client
+                from service.sink import make_sink
 
                 settings = self.settings
-                client = self.bigquery_client or make_client(settings.google_cloud_project)
                 self._end_of_call = (
-                    BigQuerySink(
-                        client,
-                        settings.events_table_id,
-                        settings.bigquery_insert_timeout_seconds,
-                        settings.bigquery_insert_attempts,
-                    ),
+                    make_sink(settings, self.bigquery_client),
                     DeadLetterStore(
                         self.firestore_client,
                         settings.dead_letter_collection,

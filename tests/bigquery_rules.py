@@ -145,3 +145,102 @@ def _json_integer(text: str) -> int:
 
 def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
+
+
+# -- the Storage Write API (service/storage_write_sink.py) --------------------------------------
+#
+# - https://cloud.google.com/python/docs/reference/bigquerystorage/latest/google.cloud.bigquery_storage_v1.types.AppendRowsRequest:
+#   one AppendRowsRequest under 10 MB;
+# - https://cloud.google.com/bigquery/docs/supported-data-types: the proto type each BigQuery type
+#   accepts (TIMESTAMP int64 microseconds, JSON string, RECORD a nested message, ...).
+# The rows are decoded from the request with the writer schema it carries (as BigQuery does) and
+# then held to the row rules above: a value that only the proto path could carry out of range (a
+# TIMESTAMP of 10,000 years in microseconds) fails here.
+
+MAX_APPEND_BYTES = 10_000_000
+_PROTO_TYPES = {
+    "STRING": {"TYPE_STRING"},
+    "JSON": {"TYPE_STRING"},
+    "INTEGER": {"TYPE_INT64", "TYPE_INT32", "TYPE_UINT32"},
+    "FLOAT": {"TYPE_DOUBLE", "TYPE_FLOAT"},
+    "BOOLEAN": {"TYPE_BOOL"},
+    "TIMESTAMP": {"TYPE_INT64", "TYPE_INT32", "TYPE_UINT32"},
+    "RECORD": {"TYPE_MESSAGE"},
+}
+
+
+def assert_append_request_conforms(request: Any, now: datetime | None = None) -> None:
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    pb = type(request).pb(request)
+    size = pb.ByteSize()
+    if size >= MAX_APPEND_BYTES:
+        raise NonConformingRow(f"AppendRows request of {size} bytes; the limit is under 10 MB")
+    if not pb.write_stream.endswith("/streams/_default"):
+        raise NonConformingRow(f"not the default stream: {pb.write_stream}")
+    descriptor = pb.proto_rows.writer_schema.proto_descriptor
+    _check_descriptor(descriptor, TABLE["schema"], "")
+    pool = descriptor_pool.DescriptorPool()
+    file_proto = descriptor_pb2.FileDescriptorProto(name="check.proto", syntax="proto2")
+    file_proto.message_type.add().CopyFrom(descriptor)
+    pool.Add(file_proto)
+    message_class = message_factory.GetMessageClass(pool.FindMessageTypeByName(descriptor.name))
+    for data in pb.proto_rows.rows.serialized_rows:
+        try:
+            message = message_class.FromString(data)
+        except Exception as exc:
+            raise NonConformingRow(f"a row does not decode: {exc}") from None
+        # No insertId on the Storage Write API: the id rule does not apply.
+        assert_row_conforms(_decoded(message, TABLE["schema"], ""), "-", now=now)
+
+
+def _check_descriptor(descriptor: Any, fields: list[dict[str, Any]], where: str) -> None:
+    from google.protobuf import descriptor_pb2
+
+    proto_fields = {field.name: field for field in descriptor.field}
+    unknown = set(proto_fields) - {field["name"] for field in fields}
+    if unknown:
+        raise NonConformingRow(f"writer schema has fields outside the table: {sorted(unknown)}")
+    nested = {message.name: message for message in descriptor.nested_type}
+    for field in fields:
+        proto = proto_fields.get(field["name"])
+        path = f"{where}.{field['name']}" if where else field["name"]
+        if proto is None:
+            if field.get("mode") == "REQUIRED":
+                raise NonConformingRow(f"writer schema lacks REQUIRED {path}")
+            continue
+        kind = descriptor_pb2.FieldDescriptorProto.Type.Name(proto.type)
+        if kind not in _PROTO_TYPES[field["type"]]:
+            raise NonConformingRow(f"{path}: {kind} cannot carry {field['type']}")
+        repeated = proto.label == descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED
+        if repeated != (field.get("mode") == "REPEATED"):
+            raise NonConformingRow(f"{path}: repeated in one schema only")
+        if field["type"] == "RECORD":
+            _check_descriptor(nested[proto.type_name.rsplit(".", 1)[-1]], field["fields"], path)
+
+
+def _decoded(message: Any, fields: list[dict[str, Any]], where: str) -> dict[str, Any]:
+    """The row as insertAll would carry it: TIMESTAMPs as ISO text, absent fields as NULL."""
+    row: dict[str, Any] = {}
+    for field in fields:
+        name = field["name"]
+        path = f"{where}.{name}" if where else name
+        if field.get("mode") == "REPEATED":
+            values = list(getattr(message, name))
+            row[name] = [_value(v, field, f"{path}[{i}]") for i, v in enumerate(values)]
+        elif message.HasField(name):
+            row[name] = _value(getattr(message, name), field, path)
+        else:
+            row[name] = None
+    return row
+
+
+def _value(value: Any, field: dict[str, Any], path: str) -> Any:
+    if field["type"] == "RECORD":
+        return _decoded(value, field["fields"], path)
+    if field["type"] == "TIMESTAMP":
+        try:
+            return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=value)).isoformat()
+        except OverflowError:
+            raise NonConformingRow(f"{path} {value} µs is outside TIMESTAMP's range") from None
+    return value

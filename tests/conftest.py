@@ -54,6 +54,49 @@ def bigquery_client(emulator_env: dict[str, str]) -> Any:
     return make_client(PROJECT)
 
 
+@pytest.fixture(scope="session")
+def storage_write_client(emulator_env: dict[str, str]) -> Any:
+    from service.storage_write_sink import make_write_client
+
+    return make_write_client()
+
+
+@pytest.fixture
+def write_api() -> str:
+    """The BigQuery write API a test's handler uses (BIGQUERY_WRITE_API). Tests that must hold for
+    both sinks parametrize it: `@pytest.mark.parametrize("write_api", WRITE_APIS)`."""
+    return "insert_all"
+
+
+WRITE_APIS = ["insert_all", "storage_write"]
+
+
+@pytest.fixture
+def write_client(write_api: str, request: pytest.FixtureRequest) -> Any:
+    """The emulator's client for the write API under test."""
+    name = "storage_write_client" if write_api == "storage_write" else "bigquery_client"
+    return request.getfixturevalue(name)
+
+
+@pytest.fixture
+def sink_for(write_api: str, write_client: Any) -> Callable[..., Any]:
+    """sink_for(dataset, timeout=10, attempts=3) -> the sink of the write API under test."""
+    from service.config import Settings
+    from service.sink import make_sink
+
+    def build(dataset: str, timeout: float = 10, attempts: int = 3) -> Any:
+        settings = Settings(
+            google_cloud_project=PROJECT,
+            bigquery_dataset=dataset,
+            bigquery_write_api=write_api,  # type: ignore[arg-type]
+            bigquery_insert_timeout_seconds=timeout,
+            bigquery_insert_attempts=attempts,
+        )
+        return make_sink(settings, write_client)
+
+    return build
+
+
 @pytest.fixture
 def clean_firestore(emulator_env: dict[str, str], firestore_client: Any) -> Any:
     host = emulator_env["FIRESTORE_EMULATOR_HOST"]
@@ -96,10 +139,15 @@ def framework_app(emulator_env: dict[str, str]) -> Any:
 
 @pytest.fixture
 def make_client(
-    framework_app: Any, clean_firestore: Any, bigquery_client: Any, monkeypatch: pytest.MonkeyPatch
+    framework_app: Any,
+    clean_firestore: Any,
+    write_api: str,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Callable[..., Any]:
     """make_client(**settings) -> a test client of the served app with a handler built from
-    those settings (and optional injected clients/stores)."""
+    those settings (and optional injected clients/stores). The write API is the `write_api`
+    fixture's unless a test passes bigquery_write_api; `bigquery` is that API's client."""
     from service.config import Settings
     from service.webhooks import WebhookHandler
 
@@ -113,10 +161,16 @@ def make_client(
         **settings: Any,
     ) -> Any:
         settings.setdefault("google_cloud_project", PROJECT)
+        settings.setdefault("bigquery_write_api", write_api)
+        if bigquery is None:
+            storage = settings["bigquery_write_api"] == "storage_write"
+            bigquery = request.getfixturevalue(
+                "storage_write_client" if storage else "bigquery_client"
+            )
         handler = WebhookHandler(
             Settings(**settings),
             firestore or clean_firestore,
-            bigquery_client=bigquery or bigquery_client,
+            bigquery_client=bigquery,
             profile_store=profile_store,
         )
         monkeypatch.setattr(main_module, "handler", handler)
@@ -184,7 +238,8 @@ def served_service(env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[
 
 @pytest.fixture(autouse=True)
 def rows_conform_to_bigquery(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Every streamed insert any test makes is held to real BigQuery's rules first
+    """Every streamed insert and every AppendRows request any test makes is held to real
+    BigQuery's rules first
     (tests/bigquery_rules.py): the emulator alone would store rows production refuses. A breach
     fails the test at teardown too: the sink would otherwise turn the refusal into a dead letter
     and the test could pass."""
@@ -204,5 +259,23 @@ def rows_conform_to_bigquery(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         return original(self, table, json_rows, row_ids=row_ids, **kwargs)
 
     monkeypatch.setattr(bigquery.Client, "insert_rows_json", checked)
+
+    from google.cloud.bigquery_storage_v1 import BigQueryWriteClient
+
+    from tests.bigquery_rules import assert_append_request_conforms
+
+    original_append = BigQueryWriteClient.append_rows
+
+    def checked_append(self: Any, requests: Any, **kwargs: Any) -> Any:
+        requests = list(requests)
+        for append_request in requests:
+            try:
+                assert_append_request_conforms(append_request)
+            except NonConformingRow as exc:
+                breaches.append(str(exc))
+                raise
+        return original_append(self, iter(requests), **kwargs)
+
+    monkeypatch.setattr(BigQueryWriteClient, "append_rows", checked_append)
     yield
     assert not breaches, f"rows real BigQuery would refuse: {breaches}"

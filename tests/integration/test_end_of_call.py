@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 
 from service.dead_letters import DeadLetterStore, replay
-from service.sink import BigQuerySink
 from service.sink import make_client as make_bigquery_client
-from tests.conftest import PROJECT, query
+from tests.conftest import PROJECT, WRITE_APIS, query
 from tests.payloads import CHAT, SECRETS, current_payload, original_payload
 
 
@@ -30,6 +29,7 @@ def rows(bigquery_client: Any, dataset: str, view: str = "call_events") -> list[
     )
 
 
+@pytest.mark.parametrize("write_api", WRITE_APIS)
 def test_original_format_lands_in_bigquery(
     make_client: Any, bigquery_client: Any, dataset: str
 ) -> None:
@@ -51,6 +51,7 @@ def test_original_format_lands_in_bigquery(
     assert row["chat"][0]["content"] == "Hello"
 
 
+@pytest.mark.parametrize("write_api", WRITE_APIS)
 def test_current_format_lands_with_transcript_tools_and_extras(
     make_client: Any, bigquery_client: Any, dataset: str
 ) -> None:
@@ -66,6 +67,7 @@ def test_current_format_lands_with_transcript_tools_and_extras(
     assert row["recording_url"].endswith(".wav")
 
 
+@pytest.mark.parametrize("write_api", WRITE_APIS)
 def test_secrets_never_reach_bigquery(make_client: Any, bigquery_client: Any, dataset: str) -> None:
     post(make_client(bigquery_dataset=dataset), current_payload("sec-1"))
     stored = json.dumps(rows(bigquery_client, dataset), default=str)
@@ -82,6 +84,7 @@ def test_secrets_never_reach_bigquery(make_client: Any, bigquery_client: Any, da
     assert row["agent_config"] is None
 
 
+@pytest.mark.parametrize("write_api", WRITE_APIS)
 def test_duplicate_delivery_counts_once(
     make_client: Any, bigquery_client: Any, dataset: str
 ) -> None:
@@ -99,6 +102,7 @@ def test_duplicate_delivery_counts_once(
     assert daily["calls"] == 2
 
 
+@pytest.mark.parametrize("write_api", WRITE_APIS)
 def test_unicode_and_a_500_message_transcript(
     make_client: Any, bigquery_client: Any, dataset: str
 ) -> None:
@@ -164,6 +168,7 @@ def test_oversized_body_is_413_before_it_is_read(make_client: Any) -> None:
     assert (response.status_code, response.get_json()["error"]) == (413, "body_too_large")
 
 
+@pytest.mark.parametrize("write_api", WRITE_APIS)
 def test_large_payload_within_the_limit_is_stored(
     make_client: Any, bigquery_client: Any, dataset: str
 ) -> None:
@@ -188,11 +193,18 @@ def refusing_endpoint() -> Iterator[str]:
         yield f"127.0.0.1:{sock.getsockname()[1]}"
 
 
-def bigquery_at(host_port: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+def bigquery_at(host_port: str, monkeypatch: pytest.MonkeyPatch, write_api: str) -> Any:
+    """A client of the write API under test that talks to `host_port` instead of the emulator."""
+    if write_api == "storage_write":
+        from service.storage_write_sink import EMULATOR_ENV, make_write_client
+
+        monkeypatch.setenv(EMULATOR_ENV, host_port)
+        return make_write_client()
     monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", f"http://{host_port}")
     return make_bigquery_client(PROJECT)
 
 
+@pytest.mark.parametrize("write_api", WRITE_APIS)
 @pytest.mark.parametrize("fault", ["refusing_endpoint", "hanging_endpoint"])
 def test_bigquery_down_or_hanging_keeps_a_dead_letter_and_replay_lands_it(
     make_client: Any,
@@ -202,8 +214,10 @@ def test_bigquery_down_or_hanging_keeps_a_dead_letter_and_replay_lands_it(
     monkeypatch: pytest.MonkeyPatch,
     request: pytest.FixtureRequest,
     fault: str,
+    write_api: str,
+    sink_for: Any,
 ) -> None:
-    broken = bigquery_at(request.getfixturevalue(fault), monkeypatch)
+    broken = bigquery_at(request.getfixturevalue(fault), monkeypatch, write_api)
     client = make_client(
         bigquery=broken,
         bigquery_dataset=dataset,
@@ -223,8 +237,7 @@ def test_bigquery_down_or_hanging_keeps_a_dead_letter_and_replay_lands_it(
     assert {letter.reason for letter in letters} == {"insert_failed"}
     assert all(secret not in json.dumps(letters[0].row) for secret in SECRETS)
 
-    sink = BigQuerySink(bigquery_client, f"{PROJECT}.{dataset}.call_events", 10, 3)
-    report = replay(store, sink)
+    report = replay(store, sink_for(dataset))
     assert (len(report.replayed), report.still_failing) == (3, {})
     assert store.count() == 0
     landed = rows(bigquery_client, dataset, "calls")
@@ -233,8 +246,9 @@ def test_bigquery_down_or_hanging_keeps_a_dead_letter_and_replay_lands_it(
     assert landed[0]["chat"][1]["content"] == CHAT[1]["content"]
 
 
+@pytest.mark.parametrize("write_api", WRITE_APIS)
 def test_replay_is_idempotent_after_a_crash_between_insert_and_delete(
-    clean_firestore: Any, bigquery_client: Any, dataset: str
+    clean_firestore: Any, bigquery_client: Any, dataset: str, sink_for: Any
 ) -> None:
     from datetime import UTC, datetime
 
@@ -252,7 +266,7 @@ def test_replay_is_idempotent_after_a_crash_between_insert_and_delete(
         store_agent_config=False,
     )
     store.store(row, reason="insert_failed", error="test")
-    sink = BigQuerySink(bigquery_client, f"{PROJECT}.{dataset}.call_events", 10, 3)
+    sink = sink_for(dataset)
     # first replay inserts, then "crashes" before deleting: simulate by re-storing the letter
     replay(store, sink)
     store.store(row, reason="insert_failed", error="test")
@@ -268,10 +282,25 @@ class RejectingBigQuery:
         return [{"index": 0, "errors": [{"reason": "invalid", "message": "no such field: x"}]}]
 
 
+class RejectingStorageWrite:
+    """Fault injection: AppendRows answers with a row error (the emulator never sends one)."""
+
+    def append_rows(self, requests: Any, **kwargs: Any) -> Any:
+        from google.cloud.bigquery_storage_v1 import types
+
+        list(requests)
+        error = types.RowError(
+            index=0, code=types.RowError.RowErrorCode.FIELDS_ERROR, message="no such field: x"
+        )
+        return iter([types.AppendRowsResponse(row_errors=[error])])
+
+
+@pytest.mark.parametrize("write_api", WRITE_APIS)
 def test_rows_bigquery_rejects_are_kept_with_the_error(
-    make_client: Any, clean_firestore: Any
+    make_client: Any, clean_firestore: Any, write_api: str
 ) -> None:
-    response = post(make_client(bigquery=RejectingBigQuery()), current_payload("bad-row"))
+    fake = RejectingStorageWrite() if write_api == "storage_write" else RejectingBigQuery()
+    response = post(make_client(bigquery=fake), current_payload("bad-row"))
     assert response.get_json() == {"status": "dead_lettered", "session_id": "bad-row"}
     [letter] = DeadLetterStore(clean_firestore, "dead_letters").list()
     assert letter.reason == "invalid_row" and "no such field" in letter.error
@@ -283,12 +312,13 @@ class BrokenFirestore:
         raise RuntimeError("firestore is down")
 
 
+@pytest.mark.parametrize("write_api", WRITE_APIS)
 def test_both_stores_down_is_503_so_the_caller_retries(
-    make_client: Any, refusing_endpoint: str, monkeypatch: pytest.MonkeyPatch
+    make_client: Any, refusing_endpoint: str, monkeypatch: pytest.MonkeyPatch, write_api: str
 ) -> None:
     client = make_client(
         firestore=BrokenFirestore(),
-        bigquery=bigquery_at(refusing_endpoint, monkeypatch),
+        bigquery=bigquery_at(refusing_endpoint, monkeypatch, write_api),
         bigquery_insert_timeout_seconds=0.5,
         profile_store=object(),
     )
