@@ -169,10 +169,26 @@ def start_bigquery(
         _wait_for_http(
             f"http://{host_port}/bigquery/v2/projects/{project}/datasets", process, timeout
         )
+        _wait_for_port(grpc_host_port, process, timeout)
     except RuntimeError as exc:
         emulator.stop()
         raise RuntimeError(f"BigQuery emulator: {exc}\n{emulator.log_tail()}") from None
     return emulator
+
+
+def _wait_for_port(host_port: str, process: subprocess.Popen[bytes], timeout: float) -> None:
+    """Until something accepts connections on host_port (the gRPC server starts on its own)."""
+    host, port = host_port.rsplit(":", 1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"emulator exited with code {process.returncode}")
+        try:
+            with socket.create_connection((host, int(port)), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {host_port} after {timeout:.0f}s")
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ What Google documents and this module relies on:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -84,6 +85,32 @@ _RETRYABLE_CODES = frozenset(
 )
 
 
+# gRPC waits up to 120 s between reconnections to a server that went away (growing from 1 s): every
+# call in that wait fails at once and becomes a dead letter although BigQuery is back. A call is at
+# most BIGQUERY_INSERT_TIMEOUT_SECONDS, so reconnect at least that often. No message size cap of
+# our own: requests are held under 10 MB above, as the library's own transport does.
+# And wait for a connection instead of failing at once while one is being made (a restarted
+# server, a new instance's first call): the call's deadline still bounds the wait.
+_SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [{"service": "google.cloud.bigquery.storage.v1.BigQueryWrite"}],
+                "waitForReady": True,
+            }
+        ]
+    }
+)
+CHANNEL_OPTIONS = [
+    ("grpc.service_config", _SERVICE_CONFIG),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.max_send_message_length", -1),
+    ("grpc.max_receive_message_length", -1),
+]
+
+
 class RowNotEncodable(ValueError):
     """A value that the table's proto type cannot carry (BigQuery would refuse the row)."""
 
@@ -93,10 +120,11 @@ def make_write_client() -> BigQueryWriteClient:
     BIGQUERY_STORAGE_EMULATOR_HOST (host:port)."""
     host = os.environ.get(EMULATOR_ENV)
     if host:
-        channel = grpc.insecure_channel(host)
-        transport = BigQueryWriteGrpcTransport(channel=channel)
-        return BigQueryWriteClient(transport=transport)  # type: ignore[no-untyped-call]
-    return BigQueryWriteClient()  # type: ignore[no-untyped-call]
+        channel = grpc.insecure_channel(host, options=CHANNEL_OPTIONS)
+    else:
+        channel = BigQueryWriteGrpcTransport.create_channel(options=CHANNEL_OPTIONS)
+    transport = BigQueryWriteGrpcTransport(channel=channel)
+    return BigQueryWriteClient(transport=transport)  # type: ignore[no-untyped-call]
 
 
 # -- the row message, built from service/schemas --------------------------------------------------

@@ -18,7 +18,7 @@ from emulators import Emulator, free_port, start_bigquery, start_firestore
 
 from service.config import Settings
 from service.dead_letters import DeadLetterStore
-from tests.conftest import query
+from tests.conftest import WRITE_APIS, query
 from tests.payloads import current_payload
 
 PROJECT = "fault-millis"
@@ -30,20 +30,33 @@ class Stack:
         self.monkeypatch = monkeypatch
         self.firestore = start_firestore(tmp)
         self.bigquery_port = free_port()
+        self.grpc_port = free_port()
         self.bigquery = self.start_bigquery()
 
     def start_bigquery(self) -> Emulator:
         return start_bigquery(
-            self.tmp, PROJECT, port=self.bigquery_port, data_dir=self.tmp / "bigquery-data"
+            self.tmp,
+            PROJECT,
+            port=self.bigquery_port,
+            data_dir=self.tmp / "bigquery-data",
+            grpc_port=self.grpc_port,
         )
 
     def clients(self) -> tuple[Any, Any]:
         from service.profiles import make_client as firestore_client
         from service.sink import make_client as bigquery_client
 
-        self.monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", self.firestore.host_port)
-        self.monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", f"http://{self.bigquery.host_port}")
+        for key, value in {**self.firestore.env, **self.bigquery.env}.items():
+            self.monkeypatch.setenv(key, value)
         return firestore_client(PROJECT, "(default)"), bigquery_client(PROJECT)
+
+    def write_client(self, write_api: str, bigquery: Any) -> Any:
+        """The client the handler writes with: the REST client or a Storage Write API one."""
+        if write_api == "storage_write":
+            from service.storage_write_sink import make_write_client
+
+            return make_write_client()
+        return bigquery
 
     def stop(self) -> None:
         self.firestore.stop()
@@ -70,7 +83,10 @@ def served(make_client: Any, firestore: Any, bigquery: Any, **settings: Any) -> 
     return client
 
 
-def test_bigquery_stopped_mid_run_loses_nothing(make_client: Any, stack: Stack) -> None:
+@pytest.mark.parametrize("write_api", WRITE_APIS)
+def test_bigquery_stopped_mid_run_loses_nothing(
+    make_client: Any, stack: Stack, write_api: str
+) -> None:
     from service.sink import create_tables_and_views
 
     firestore, bigquery = stack.clients()
@@ -78,7 +94,8 @@ def test_bigquery_stopped_mid_run_loses_nothing(make_client: Any, stack: Stack) 
     client = served(
         make_client,
         firestore,
-        bigquery,
+        stack.write_client(write_api, bigquery),
+        bigquery_write_api=write_api,
         bigquery_insert_timeout_seconds=1.0,
         bigquery_insert_attempts=2,
     )
@@ -133,14 +150,16 @@ def test_firestore_stopped_mid_run_prefetch_keeps_answering_in_time(
     assert response.get_json()["status"] == "inserted"
 
 
+@pytest.mark.parametrize("write_api", WRITE_APIS)
 def test_both_stores_stopped_answers_503_and_nothing_is_claimed(
-    make_client: Any, stack: Stack
+    make_client: Any, stack: Stack, write_api: str
 ) -> None:
     firestore, bigquery = stack.clients()
     client = served(
         make_client,
         firestore,
-        bigquery,
+        stack.write_client(write_api, bigquery),
+        bigquery_write_api=write_api,
         bigquery_insert_timeout_seconds=0.5,
         dead_letter_timeout_seconds=1.0,
     )
