@@ -115,6 +115,10 @@ class RowNotEncodable(ValueError):
     """A value that the table's proto type cannot carry (BigQuery would refuse the row)."""
 
 
+class _BadValue(ValueError):
+    """Our own reason a value does not fit (never quotes the value)."""
+
+
 def make_write_client() -> BigQueryWriteClient:
     """A client for real BigQuery, or an insecure channel to the emulator named by
     BIGQUERY_STORAGE_EMULATOR_HOST (host:port)."""
@@ -168,7 +172,7 @@ def message_class(descriptor: descriptor_pb2.DescriptorProto) -> type[Message]:
 def _micros(value: Any) -> int:
     moment = datetime.fromisoformat(value) if isinstance(value, str) else value
     if not isinstance(moment, datetime):
-        raise RowNotEncodable("a TIMESTAMP must be an ISO-8601 string or a datetime")
+        raise _BadValue("a TIMESTAMP must be an ISO-8601 string or a datetime")
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     delta = moment - _EPOCH
@@ -179,7 +183,7 @@ def _days(value: Any) -> int:
     if isinstance(value, str):
         value = date.fromisoformat(value)
     if not isinstance(value, date):
-        raise RowNotEncodable("a DATE must be an ISO-8601 string or a date")
+        raise _BadValue("a DATE must be an ISO-8601 string or a date")
     days: int = (value - _EPOCH_DATE).days
     return days
 
@@ -219,6 +223,8 @@ def _fill(message: Any, record: dict[str, Any], fields: list[dict[str, Any]], wh
                 setattr(message, name, _scalar(kind, value))
         except RowNotEncodable:
             raise
+        except _BadValue as exc:
+            raise RowNotEncodable(f"{path} does not fit {kind}: {exc}") from None
         except (TypeError, ValueError, OverflowError) as exc:
             # The type only: the message of protobuf's error can quote the value.
             raise RowNotEncodable(f"{path} does not fit {kind}: {type(exc).__name__}") from None
@@ -231,20 +237,20 @@ def _scalar(kind: str, value: Any) -> Any:
         return _days(value)
     if kind in ("FLOAT", "FLOAT64"):
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise RowNotEncodable("not a number")
+            raise _BadValue("not a number")
         return float(value)
     if kind in ("INTEGER", "INT64"):
         if isinstance(value, bool) or not isinstance(value, int):
-            raise RowNotEncodable("not an integer")
+            raise _BadValue("not an integer")
         return value
     if kind in ("BOOLEAN", "BOOL"):
         if not isinstance(value, bool):
-            raise RowNotEncodable("not a boolean")
+            raise _BadValue("not a boolean")
         return value
     if kind == "BYTES":
         return bytes(value)
     if not isinstance(value, str):
-        raise RowNotEncodable("not text")
+        raise _BadValue("not text")
     return value
 
 
