@@ -4,6 +4,8 @@ locals {
   services = toset([
     "artifactregistry.googleapis.com",
     "bigquery.googleapis.com",
+    # The Storage Write API (BIGQUERY_WRITE_API=storage_write) is its own API.
+    "bigquerystorage.googleapis.com",
     "cloudbuild.googleapis.com",
     # Project IAM bindings (google_project_iam_member) go through this API; not on by default.
     "cloudresourcemanager.googleapis.com",

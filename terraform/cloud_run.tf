@@ -47,6 +47,7 @@ resource "google_cloud_run_v2_service" "webhooks" {
           PROFILE_CACHE_TTL_SECONDS = tostring(var.profile_cache_ttl_seconds)
           DEFAULT_PHONE_REGION      = var.default_phone_region
           STORE_AGENT_CONFIG        = var.store_agent_config
+          BIGQUERY_WRITE_API        = var.bigquery_write_api
           # gunicorn threads: one per concurrent request plus spares, so that a liveness probe
           # always finds a free thread on a busy instance (service/server.py).
           THREADS = tostring(var.concurrency + 4)

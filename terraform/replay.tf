@@ -69,6 +69,7 @@ resource "google_cloud_run_v2_job" "replay" {
             BIGQUERY_EVENTS_TABLE      = "call_events"
             LOG_LEVEL                  = var.log_level
             REPLAY_ALERT_AFTER_MINUTES = tostring(var.replay_alert_after_minutes)
+            BIGQUERY_WRITE_API         = var.bigquery_write_api
           }
           content {
             name  = env.key

@@ -172,6 +172,17 @@ variable "store_agent_config" {
   }
 }
 
+variable "bigquery_write_api" {
+  description = "How call rows reach BigQuery (BIGQUERY_WRITE_API): \"insert_all\" (legacy tabledata.insertAll) or \"storage_write\" (the Storage Write API's default stream)."
+  type        = string
+  default     = "insert_all"
+
+  validation {
+    condition     = contains(["insert_all", "storage_write"], var.bigquery_write_api)
+    error_message = "bigquery_write_api must be \"insert_all\" or \"storage_write\"."
+  }
+}
+
 variable "log_level" {
   description = "Log level of the service (LOG_LEVEL)."
   type        = string
