@@ -9,16 +9,17 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.dead_letters import DeadLetterStore, replay
-from service.sink import BigQuerySink
-from tests.conftest import PROJECT, query
+from tests.conftest import PROJECT, WRITE_APIS, query
 from tests.integration.test_end_of_call import post, rows
 from tests.payloads import current_payload, original_payload
 
 
+@pytest.mark.parametrize("write_api", WRITE_APIS)
 def test_a_cut_emoji_is_stored_repaired_never_503(
     make_client: Any, bigquery_client: Any, dataset: str
 ) -> None:
@@ -30,6 +31,7 @@ def test_a_cut_emoji_is_stored_repaired_never_503(
     assert row["repairs"] == [{"field": "chat[0].content", "repair": "lone_surrogate_replaced"}]
 
 
+@pytest.mark.parametrize("write_api", WRITE_APIS)
 def test_infinity_and_nan_never_reach_json_columns(
     make_client: Any, bigquery_client: Any, dataset: str
 ) -> None:
@@ -44,6 +46,7 @@ def test_infinity_and_nan_never_reach_json_columns(
         query(bigquery_client, f"SELECT * FROM `{PROJECT}.{dataset}.{view}`")
 
 
+@pytest.mark.parametrize("write_api", WRITE_APIS)
 def test_out_of_range_times_keep_the_call_in_todays_partition(
     make_client: Any, bigquery_client: Any, dataset: str
 ) -> None:
@@ -77,6 +80,7 @@ def test_a_body_whose_row_cannot_fit_is_refused_with_413(
     assert rows(bigquery_client, dataset) == []
 
 
+@pytest.mark.parametrize("write_api", WRITE_APIS)
 def test_a_three_megabyte_cjk_transcript_is_stored(
     make_client: Any, bigquery_client: Any, dataset: str
 ) -> None:
@@ -91,6 +95,7 @@ def test_a_three_megabyte_cjk_transcript_is_stored(
     assert row["n"] == len(content)
 
 
+@pytest.mark.parametrize("write_api", WRITE_APIS)
 def test_credit_columns_add_up_to_total_credit_with_null_types(
     make_client: Any, bigquery_client: Any, dataset: str
 ) -> None:
@@ -143,8 +148,9 @@ def test_table_functions_match_the_views_for_their_dates(
     assert [row["session_id"] for row in costs] == ["d-0", "d-3"]
 
 
+@pytest.mark.parametrize("write_api", WRITE_APIS)
 def test_replay_brings_an_old_dead_letter_to_the_rules(
-    bigquery_client: Any, clean_firestore: Any, dataset: str
+    bigquery_client: Any, clean_firestore: Any, dataset: str, sink_for: Any
 ) -> None:
     store = DeadLetterStore(clean_firestore, "dead_letters")
     received = datetime.now(UTC).isoformat()
@@ -160,8 +166,7 @@ def test_replay_brings_an_old_dead_letter_to_the_rules(
         "source": "webhook",
     }
     store.store(old_row, reason="insert_failed", error="test")
-    sink = BigQuerySink(bigquery_client, f"{PROJECT}.{dataset}.call_events", 10, 3)
-    report = replay(store, sink)
+    report = replay(store, sink_for(dataset))
     assert report.replayed and not report.still_failing
     [row] = rows(bigquery_client, dataset)
     assert row["ts_out_of_range"] is True and row["metadata"] == {"x": None}

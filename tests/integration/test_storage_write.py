@@ -230,3 +230,29 @@ def test_the_service_imports_neither_grpc_storage_nor_the_sink_at_start(
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
     )
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+class QuotaThenReal:
+    """Fault injection: AppendRows refused with RESOURCE_EXHAUSTED (a quota), then the emulator."""
+
+    def __init__(self, real: Any, failures: int) -> None:
+        self.real, self.failures, self.calls = real, failures, 0
+
+    def append_rows(self, requests: Any, **kwargs: Any) -> Any:
+        from google.api_core.exceptions import ResourceExhausted
+
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ResourceExhausted("quota")
+        return self.real.append_rows(requests, **kwargs)
+
+
+def test_quota_refusals_are_retried_inside_the_budget(
+    storage_write_client: Any, bigquery_client: Any, dataset: str
+) -> None:
+    client = QuotaThenReal(storage_write_client, failures=2)
+    sink = StorageWriteSink(client, f"{PROJECT}.{dataset}.call_events", 5, 3)  # type: ignore[arg-type]
+    assert sink.insert([row("quota-1")], ["a"]) == []
+    assert client.calls == 3
+    landed = query(bigquery_client, f"SELECT session_id FROM `{PROJECT}.{dataset}.call_events`")
+    assert [r["session_id"] for r in landed] == ["quota-1"]
