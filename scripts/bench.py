@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import demo_data
 from benchlib import Result, Server, Summary, call_load, http_load, print_table
-from emulators import free_port, running_emulators
+from emulators import free_port, running_emulators, treat_sigterm_as_ctrl_c
 
 PROJECT = "bench-millis"
 
@@ -60,6 +60,7 @@ def main() -> None:
         "--rounds", type=int, default=3, help="rotated rounds; each statistic is their median"
     )
     args = parser.parse_args()
+    treat_sigterm_as_ctrl_c()
     rng = random.Random(11)
 
     with running_emulators(PROJECT, Path(tempfile.mkdtemp(prefix="bench-"))) as emulator_env:

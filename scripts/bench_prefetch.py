@@ -22,7 +22,7 @@ from urllib.parse import quote
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchlib import Result, Server, Summary, call_load, http_load, print_table
-from emulators import free_port, start_firestore
+from emulators import free_port, start_firestore, treat_sigterm_as_ctrl_c
 
 PROJECT = "bench-millis"
 AGENT = "bench-agent"
@@ -78,6 +78,7 @@ def main() -> None:
         "--warm-up", type=int, default=3000, help="requests per target before measuring"
     )
     args = parser.parse_args()
+    treat_sigterm_as_ctrl_c()
     rng = random.Random(7)
 
     firestore_emulator = start_firestore(Path(tempfile.mkdtemp(prefix="bench-")))
