@@ -81,7 +81,7 @@ class Step:
     @staticmethod
     def percentile(values: list[float], fraction: float) -> float:
         if not values:
-            return float("nan")  # printed as "-"
+            return float("nan")
         ordered = sorted(values)
         return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000
 
@@ -283,11 +283,15 @@ def main() -> None:
                 running.stop()
 
 
+def _ms(values: list[float], fraction: float) -> str:
+    return f"{Step.percentile(values, fraction):.1f}" if values else "-"
+
+
 def print_step(step: Step) -> None:
     print(
         f"offered {step.offered:4d} calls/s: completed {step.achieved:6.1f}/s, shed {step.shed}, "
-        f"errors {step.errors}, prefetch p99 {step.percentile(step.prefetch, 0.99):.1f} ms, "
-        f"end-of-call p99 {step.percentile(step.end_of_call, 0.99):.1f} ms",
+        f"errors {step.errors}, prefetch p99 {_ms(step.prefetch, 0.99)} ms, "
+        f"end-of-call p99 {_ms(step.end_of_call, 0.99)} ms",
         flush=True,
     )
 
@@ -305,14 +309,11 @@ def print_summary(steps: list[Step], settings: dict[str, str], prefetch_only: bo
     )
     print("|" + "---|" * (6 + len(names)))
 
-    def ms(values: list[float], fraction: float) -> str:
-        return f"{Step.percentile(values, fraction):.1f}" if values else "-"
-
     for step in steps:
         print(
             f"| {step.offered} | {step.achieved:.1f} | {step.shed} | {step.errors} "
-            f"| {ms(step.prefetch, 0.5)} / {ms(step.prefetch, 0.99)} "
-            f"| {ms(step.end_of_call, 0.5)} / {ms(step.end_of_call, 0.99)} | "
+            f"| {_ms(step.prefetch, 0.5)} / {_ms(step.prefetch, 0.99)} "
+            f"| {_ms(step.end_of_call, 0.5)} / {_ms(step.end_of_call, 0.99)} | "
             + " | ".join(f"{step.cores[name]:.2f}" for name in names)
             + " |"
         )
