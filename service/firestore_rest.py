@@ -19,12 +19,12 @@ import math
 import os
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import google.auth
 import urllib3
-from google.auth.credentials import AnonymousCredentials, Credentials
-from google.auth.transport.urllib3 import AuthorizedHttp
+
+if TYPE_CHECKING:
+    from google.auth.credentials import Credentials
 
 FIRESTORE_URL = "https://firestore.googleapis.com"
 SCOPES = ("https://www.googleapis.com/auth/datastore",)
@@ -45,24 +45,31 @@ class RestDocumentReader:
         *,
         emulator_host: str | None = None,
         credentials: Credentials | None = None,
+        api_endpoint: str = FIRESTORE_URL,
         max_connections: int = 64,
     ) -> None:
-        emulator_host = emulator_host or os.environ.get("FIRESTORE_EMULATOR_HOST")
+        if emulator_host is None:  # "" means Google Cloud even when the variable is set
+            emulator_host = os.environ.get("FIRESTORE_EMULATOR_HOST")
         self.database = f"projects/{project}/databases/{database}"
         self.headers = {"Content-Type": "application/json"}
-        if emulator_host:
-            base = f"http://{emulator_host}"
-            credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
-            self.headers["Authorization"] = "Bearer owner"  # the emulator's admin access
-        else:
-            base = FIRESTORE_URL
-            if credentials is None:
-                credentials, _ = google.auth.default(scopes=SCOPES)
-        self.url = f"{base}/v1/{self.database}/documents:batchGet"
         # One pool per instance; keep-alive connections shared by the request threads.
         pool = urllib3.PoolManager(maxsize=max_connections, block=False, retries=False)
-        # Refreshes the access token when it expires and once more on a 401.
-        self.http = AuthorizedHttp(credentials, http=pool)  # type: ignore[no-untyped-call]
+        self.http: Any
+        if emulator_host:
+            self.url = f"http://{emulator_host}/v1/{self.database}/documents:batchGet"
+            self.headers["Authorization"] = "Bearer owner"  # the emulator's admin access
+            self.http = pool
+        else:
+            # Imported here: the credentials and their transport (google-auth's service account
+            # and cryptography modules among them) are for Google Cloud only.
+            import google.auth
+            from google.auth.transport.urllib3 import AuthorizedHttp
+
+            if credentials is None:
+                credentials, _ = google.auth.default(scopes=SCOPES)
+            self.url = f"{api_endpoint}/v1/{self.database}/documents:batchGet"
+            # Refreshes the access token when it expires and once more on a 401.
+            self.http = AuthorizedHttp(credentials, http=pool)  # type: ignore[no-untyped-call]
 
     def get_documents(
         self, paths: Sequence[tuple[str, str]], timeout: float
@@ -73,7 +80,7 @@ class RestDocumentReader:
             f"{self.database}/documents/{collection}/{doc}": (collection, doc)
             for collection, doc in paths
         }
-        response = self.http.urlopen(  # type: ignore[no-untyped-call]
+        response = self.http.urlopen(
             "POST",
             self.url,
             body=json.dumps({"documents": list(names)}).encode(),

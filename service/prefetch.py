@@ -69,6 +69,7 @@ def normalise_phone(raw: str | None, default_region: str) -> str | None:
         return raw  # what Millis sends: already E.164, and parsing costs more than the read
     # Imported on first use (30 ms): start-up need not pay for what E.164 numbers never use.
     import phonenumbers
+
     if raw[:1].isspace() and raw.lstrip()[:1].isdigit():
         raw = "+" + raw.lstrip()
     if raw.lstrip().startswith("+"):

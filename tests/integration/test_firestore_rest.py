@@ -4,7 +4,10 @@ bounded failure when Firestore hangs or refuses."""
 
 from __future__ import annotations
 
+import http.server
+import json
 import re
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -113,3 +116,42 @@ def test_an_error_status_is_a_read_error_without_the_answer_body(clean_firestore
         reader.get_documents([("profiles", "+15551234567")], 5)
     # the status only: Firestore's error text can quote the request (document names: numbers)
     assert re.fullmatch(r"batchGet answered [45]\d\d", str(raised.value))
+
+
+def test_on_google_cloud_each_read_carries_the_credentials_token() -> None:
+    # Off the emulator the reader authorises with google-auth's credentials; a local endpoint
+    # stands in for firestore.googleapis.com to show what is sent (no network here).
+    from google.oauth2.credentials import Credentials
+
+    seen: list[dict[str, str]] = []
+
+    class Firestore(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            seen.append(dict(self.headers))
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            answer = json.dumps([{"missing": name} for name in body["documents"]]).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Firestore)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        reader = RestDocumentReader(
+            PROJECT,
+            "(default)",
+            emulator_host="",
+            credentials=Credentials(token="token-1"),  # type: ignore[no-untyped-call]
+            api_endpoint=f"http://127.0.0.1:{server.server_address[1]}",
+        )
+        assert reader.get_documents([("profiles", "+15551234567")], 5) == {
+            ("profiles", "+15551234567"): None
+        }
+    finally:
+        server.shutdown()
+    assert {k.lower(): v for k, v in seen[0].items()}["authorization"] == "Bearer token-1"
