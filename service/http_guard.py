@@ -266,6 +266,10 @@ def _read_body(environ: WSGIEnvironment, limit: int, timeout_seconds: float) -> 
     return b"".join(chunks)
 
 
+# How late past its deadline a read may be cut off.
+WATCHDOG_GRANULARITY_SECONDS = 0.1
+
+
 class _Watchdog:
     """One thread for the whole process that ends reads past their deadline by shutting the
     socket's read side: the blocked read returns at once. (A per-read timeout alone lets a client
@@ -286,7 +290,10 @@ class _Watchdog:
                 self._thread.start()
             self._counter += 1
             heapq.heappush(self._heap, (deadline, self._counter, sock))
-            self._condition.notify()
+            if self._heap[0][1] == self._counter:
+                # Only a new earliest deadline needs the thread awake; waking it on every request
+                # cost each prefetch a thread switch.
+                self._condition.notify()
             return self._counter
 
     def cancel(self, ticket: int) -> None:
@@ -301,7 +308,9 @@ class _Watchdog:
                 deadline, ticket, sock = self._heap[0]
                 wait = deadline - time.monotonic()
                 if wait > 0:
-                    self._condition.wait(wait)
+                    # At most one wake-up per WATCHDOG_GRANULARITY_SECONDS whatever the request
+                    # rate: each request leaves an entry (most of them cancelled) to expire.
+                    self._condition.wait(max(wait, WATCHDOG_GRANULARITY_SECONDS))
                     continue
                 heapq.heappop(self._heap)
                 if ticket in self._cancelled:
