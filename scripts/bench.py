@@ -3,9 +3,11 @@ served by functions-framework on the local emulators, next to a direct Firestore
 direct BigQuery insert measured in the same run; cold start next to a bare functions-framework
 hello-world; resident memory.
 
-    scripts/bench [--requests 1000]
+    scripts/bench [--requests 1000] [--rounds 3]
 
-Bounded: every measurement stops after --requests requests or 30 seconds, on 127.0.0.1 only.
+Targets run in rotated rounds (each statistic is the median of its rounds), and every write
+measurement starts on an empty events table. Bounded: every measurement stops after its share of
+--requests or 30 seconds, on 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
@@ -26,8 +29,8 @@ from urllib.parse import quote
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import demo_data
-from benchlib import Result, Server, call_load, http_load, print_table
-from emulators import free_port, running_emulators
+from benchlib import Result, Server, Summary, call_load, http_load, print_table
+from emulators import free_port, running_emulators, treat_sigterm_as_ctrl_c
 
 PROJECT = "bench-millis"
 
@@ -47,8 +50,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--requests", type=int, default=1000, help="per measurement")
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=1000,
+        help="per prefetch target and concurrency (a third for writes)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rotated rounds; each statistic is their median"
+    )
     args = parser.parse_args()
+    treat_sigterm_as_ctrl_c()
     rng = random.Random(11)
 
     with running_emulators(PROJECT, Path(tempfile.mkdtemp(prefix="bench-"))) as emulator_env:
@@ -57,6 +69,7 @@ def main() -> None:
         from service.end_of_call import normalise_call, parse_payload
         from service.profiles import make_client as firestore_client
         from service.redaction import Redactor
+        from service.row_limits import insert_id
         from service.sink import create_tables_and_views
         from service.sink import make_client as bigquery_client
 
@@ -124,33 +137,53 @@ def main() -> None:
         def direct_insert(_: int) -> None:
             one = row()
             errors = bigquery.insert_rows_json(
-                f"{PROJECT}.millis.call_events", [one], row_ids=[one["session_id"]], timeout=10
+                f"{PROJECT}.millis.call_events", [one], row_ids=[insert_id(one)], timeout=10
             )
             if errors:
                 raise RuntimeError(errors)
 
+        events_table = f"{PROJECT}.millis.call_events"
+
+        def empty_events_table() -> None:
+            # Every end-of-call measurement starts on an empty table: the emulator's inserts slow
+            # down as the table grows (~12 ms per row at first, ~20 ms after a few thousand rows),
+            # so whichever target ran second on a fuller table would look slower for nothing.
+            bigquery.delete_table(events_table, not_found_ok=True)
+            create_tables_and_views(bigquery, "millis")
+
+        targets: dict[str, Callable[[int, int], Result]] = {
+            "direct Firestore read": lambda count, c: call_load(
+                "direct Firestore read", direct_read, count, c
+            ),
+            "GET /prefetch": lambda count, c: http_load(
+                "GET /prefetch", server.port, prefetch_requests(count), c
+            ),
+            "direct BigQuery insert (same row)": lambda count, c: call_load(
+                "direct BigQuery insert (same row)", direct_insert, count, c
+            ),
+            "POST /end-of-call": lambda count, c: http_load(
+                "POST /end-of-call", server.port, end_of_call_requests(count), c
+            ),
+        }
+        writes = {"direct BigQuery insert (same row)", "POST /end-of-call"}
+
         http_load("warm-up", server.port, prefetch_requests(200) + end_of_call_requests(50), 8)
-        results: list[Result] = []
-        eoc_count = max(50, args.requests // 3)
+        call_load("warm-up", direct_insert, 50, 8)
+        results: list[Summary] = []
+        eoc_count = max(30, args.requests // 3 // args.rounds)
         for concurrency in (1, 8, 64):
-            results.append(
-                call_load("direct Firestore read", direct_read, args.requests, concurrency)
-            )
-            results.append(
-                http_load(
-                    "GET /prefetch", server.port, prefetch_requests(args.requests), concurrency
-                )
-            )
-            results.append(
-                call_load(
-                    "direct BigQuery insert (same row)", direct_insert, eoc_count, concurrency
-                )
-            )
-            results.append(
-                http_load(
-                    "POST /end-of-call", server.port, end_of_call_requests(eoc_count), concurrency
-                )
-            )
+            rounds: dict[str, list[Result]] = {name: [] for name in targets}
+            names = list(targets)
+            # Rotated rounds, each statistic the median of its rounds: no target always runs
+            # first or last on a machine shared with two emulators.
+            for round_number in range(args.rounds):
+                shift = round_number % len(names)
+                for name in names[shift:] + names[:shift]:
+                    if name in writes:
+                        empty_events_table()
+                    count = eoc_count if name in writes else args.requests // args.rounds
+                    rounds[name].append(targets[name](count, concurrency))
+            results += [Summary.of_rounds(rounds[name]) for name in names]
         busy_rss = server.rss_mb()
         server.stop()
 

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 from benchlib import Result, Server, http_load, print_table
-from emulators import free_port, start_firestore
+from emulators import free_port, start_firestore, treat_sigterm_as_ctrl_c
 
 PROJECT = "bench-hostile"
 TOKEN = "bench-token"
@@ -113,6 +113,7 @@ def main() -> None:
     )
     parser.add_argument("--requests", type=int, default=2000)
     args = parser.parse_args()
+    treat_sigterm_as_ctrl_c()
     emulator = start_firestore(Path(tempfile.mkdtemp(prefix="bench-hostile-")))
     env = {
         **emulator.env,

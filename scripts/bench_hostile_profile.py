@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 from benchlib import Result, Server, http_load, print_table
-from emulators import free_port, start_firestore
+from emulators import free_port, start_firestore, treat_sigterm_as_ctrl_c
 
 PROJECT = "bench-millis"
 AGENT = "agent-1"
@@ -81,6 +81,7 @@ def main() -> None:
     parser.add_argument("--hostile", type=int, default=4, help="clients calling hostile profiles")
     parser.add_argument("--max-seconds", type=float, default=60)
     args = parser.parse_args()
+    treat_sigterm_as_ctrl_c()
 
     emulator = start_firestore(Path(tempfile.mkdtemp(prefix="bench-hostile-")))
     os.environ.update(emulator.env)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -21,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import demo_data  # noqa: E402
-from emulators import running_emulators  # noqa: E402
+from emulators import running_emulators, treat_sigterm_as_ctrl_c  # noqa: E402
 
 DEV_TOKEN = "dev-token"
 
@@ -39,11 +38,6 @@ def wait_until_serving(url: str, process: subprocess.Popen[bytes], timeout: floa
     raise SystemExit(f"the service did not answer {url} within {timeout:.0f}s")
 
 
-def _stop_on_sigterm(signum: int, frame: object) -> None:
-    # The same path as Ctrl-C: every `finally` below stops what it started.
-    raise KeyboardInterrupt
-
-
 def port_is_free(port: int) -> bool:
     with socket.socket() as probe:
         try:
@@ -58,7 +52,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
     parser.add_argument("--project", default="demo-millis")
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    treat_sigterm_as_ctrl_c()
     if not port_is_free(args.port):
         raise SystemExit(
             f"port {args.port} is already in use: stop what is running there, "

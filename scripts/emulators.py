@@ -31,6 +31,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def treat_sigterm_as_ctrl_c() -> None:
+    """SIGTERM (`kill`, a process manager, CI) takes the Ctrl-C path, so that every `finally`
+    stops what the script started; Python's default on SIGTERM is to die without running them."""
+
+    def raise_interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, raise_interrupt)
+
+
 @dataclass
 class Emulator:
     name: str

@@ -53,7 +53,7 @@ from service.prefetch import (
     reserved_field_problems,
     safe_document_id,
 )
-from service.profiles import DocumentCache, ProfileStore, to_plain
+from service.profiles import ClientDocumentReader, DocumentCache, ProfileStore, to_plain
 from service.profiles import make_client as firestore_client
 
 BATCH_SIZE = 500  # Firestore's limit of writes per batch
@@ -272,7 +272,7 @@ def show_answer(
     """What the prefetch webhook answers for this call, from the same code the service runs."""
     settings = get_settings()
     store = ProfileStore(
-        client,
+        ClientDocumentReader(client),
         profiles_collection=settings.profiles_collection,
         agents_collection=settings.agents_collection,
         cache=DocumentCache(0, 0, 0),

@@ -11,18 +11,16 @@ import flask
 import functions_framework
 
 from service.config import Settings, get_settings
-from service.profiles import make_client as make_firestore_client
 from service.telemetry import configure_logging, configure_tracing, shutdown_tracing
 from service.webhooks import WebhookHandler
 
 log = logging.getLogger("service")
-# Long enough for credentials, TLS and the gRPC channel; start-up never waits longer.
+# Long enough for credentials and TLS; start-up never waits longer.
 WARM_UP_TIMEOUT_SECONDS = 3.0
 
 
 def build_handler(settings: Settings) -> WebhookHandler:
-    client = make_firestore_client(settings.google_cloud_project, settings.firestore_database)
-    handler = WebhookHandler(settings, client)
+    handler = WebhookHandler(settings)
     handler.store.warm_up(WARM_UP_TIMEOUT_SECONDS)
     return handler
 

@@ -17,8 +17,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import phonenumbers
-
 from service.profiles import DocumentKey, ProfileStore
 
 log = logging.getLogger(__name__)
@@ -69,6 +67,9 @@ def normalise_phone(raw: str | None, default_region: str) -> str | None:
         return None
     if _E164.match(raw):
         return raw  # what Millis sends: already E.164, and parsing costs more than the read
+    # Imported on first use (30 ms): start-up need not pay for what E.164 numbers never use.
+    import phonenumbers
+
     if raw[:1].isspace() and raw.lstrip()[:1].isdigit():
         raw = "+" + raw.lstrip()
     if raw.lstrip().startswith("+"):
@@ -81,6 +82,8 @@ def normalise_phone(raw: str | None, default_region: str) -> str | None:
 
 
 def _parse(raw: str, region: str | None, check: Any) -> str | None:
+    import phonenumbers
+
     try:
         number = phonenumbers.parse(raw, region)
     except phonenumbers.NumberParseException:

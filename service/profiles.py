@@ -1,7 +1,9 @@
 """Firestore access for caller profiles and agent defaults: one batched read, a deadline, a cache.
 
 The only module that reads `profiles` and `agents`. Documents are converted to plain JSON-safe
-values as they are read, so the cache and everything downstream hold plain data.
+values as they are read, so the cache and everything downstream hold plain data. The service
+reads through service.firestore_rest (a fraction of the client's start-up cost); scripts that
+hold a google-cloud-firestore client read through ClientDocumentReader, with the same result.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, Literal
-
-from google.auth.credentials import AnonymousCredentials
-from google.cloud import firestore
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from service.coalescer import ReadCoalescer, ReadFailed
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from google.cloud import firestore
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +35,20 @@ Document = dict[str, Any] | None  # None: the document does not exist
 _DROP = object()
 
 
+class DocumentReader(Protocol):
+    def get_documents(
+        self, paths: Sequence[tuple[str, str]], timeout: float
+    ) -> dict[tuple[str, str], Document]:
+        """{(collection, id): plain fields or None when missing}, in one call within `timeout`."""
+        ...
+
+
 def make_client(project: str, database: str) -> firestore.Client:
-    """A client for real Firestore, or for the emulator named by FIRESTORE_EMULATOR_HOST."""
+    """A client for real Firestore, or for the emulator named by FIRESTORE_EMULATOR_HOST
+    (imported here: the prefetch path does not need it)."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import firestore
+
     if os.environ.get("FIRESTORE_EMULATOR_HOST"):
         return firestore.Client(
             project=project,
@@ -60,6 +76,33 @@ def to_plain(value: Any) -> Any:
     if hasattr(value, "to_map_value"):  # Vector
         return [float(item) for item in value]
     return _DROP  # DocumentReference, bytes and anything else without a JSON meaning
+
+
+class ClientDocumentReader:
+    """DocumentReader over a google-cloud-firestore client (scripts, and faults in tests)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def get_documents(
+        self, paths: Sequence[tuple[str, str]], timeout: float
+    ) -> dict[tuple[str, str], Document]:
+        references = {}
+        for collection, document_id in paths:
+            reference = self.client.collection(collection).document(document_id)
+            references[reference.path] = ((collection, document_id), reference)
+        found: dict[tuple[str, str], Document] = {}
+        snapshots = self.client.get_all(
+            [reference for _, reference in references.values()], retry=None, timeout=timeout
+        )
+        for snapshot in snapshots:
+            path = references[snapshot.reference.path][0]
+            found[path] = to_plain(snapshot.to_dict()) if snapshot.exists else None
+            if len(found) == len(references):
+                # Every document has answered: stop here rather than wait for the stream's end
+                # (as DocumentReference.get does).
+                break
+        return found
 
 
 class DocumentCache:
@@ -113,14 +156,14 @@ class ReadResult:
 class ProfileStore:
     def __init__(
         self,
-        client: Any,
+        reader: DocumentReader,
         *,
         profiles_collection: str,
         agents_collection: str,
         cache: DocumentCache,
         max_concurrent_reads: int = 1,
     ) -> None:
-        self.client = client
+        self.reader = reader
         self.collections: dict[Kind, str] = {
             "profile": profiles_collection,
             "agent": agents_collection,
@@ -131,8 +174,8 @@ class ProfileStore:
         )
 
     def warm_up(self, timeout: float) -> bool:
-        """Open the connection before the first caller needs it: credentials, TLS and the gRPC
-        channel would otherwise be paid inside the first prefetch's deadline. One read of a
+        """Open the connection before the first caller needs it: credentials and TLS would
+        otherwise be paid inside the first prefetch's deadline. One read of a
         document that does not exist, bounded by `timeout`; a failure is logged, never fatal
         (the first prefetch then pays, as before)."""
         try:
@@ -149,9 +192,9 @@ class ProfileStore:
     def read(self, keys: Iterable[DocumentKey], timeout: float) -> ReadResult:
         """Read documents in one round trip; answer within `timeout` seconds whatever happens.
 
-        The read runs in the request's thread with a gRPC deadline of `timeout`: gRPC enforces it
-        on connecting, on credentials and on the stream (a thread hand-off per request cost about
-        a quarter of a millisecond and a tenth of the throughput in scripts/bench_prefetch.py).
+        The read runs in the request's thread with a deadline of `timeout` for the whole call
+        (a thread hand-off per request cost about a quarter of a millisecond and a tenth of the
+        throughput in scripts/bench_prefetch.py).
         Requests that arrive while a read is in flight share the next one (service/coalescer.py).
         One BatchGetDocuments call for every document, even a single one: the unary GetDocument
         was cheaper for documents that exist but made a missing one (a fifth of callers) cost the
@@ -186,19 +229,8 @@ class ProfileStore:
         return result
 
     def _get_all(self, keys: list[DocumentKey], timeout: float) -> dict[DocumentKey, Document]:
-        by_path = {}
-        for kind, document_id in keys:
-            reference = self.client.collection(self.collections[kind]).document(document_id)
-            by_path[reference.path] = (kind, document_id, reference)
-        found: dict[DocumentKey, Document] = {}
-        snapshots = self.client.get_all(
-            [reference for _, _, reference in by_path.values()], retry=None, timeout=timeout
-        )
-        for snapshot in snapshots:
-            kind, document_id, _ = by_path[snapshot.reference.path]
-            found[(kind, document_id)] = to_plain(snapshot.to_dict()) if snapshot.exists else None
-            if len(found) == len(by_path):
-                # Every document has answered: stop here rather than wait for the stream's end
-                # (as DocumentReference.get does).
-                break
-        return found
+        paths = {
+            (self.collections[kind], document_id): (kind, document_id) for kind, document_id in keys
+        }
+        documents = self.reader.get_documents(list(paths), timeout)
+        return {paths[path]: document for path, document in documents.items() if path in paths}

@@ -16,6 +16,7 @@ import flask
 
 from service.auth import TOKEN_PARAMETER, Authenticator
 from service.config import Settings
+from service.firestore_rest import RestDocumentReader
 from service.http_guard import (
     MAX_JSON_DEPTH,
     HttpError,
@@ -42,12 +43,14 @@ MAX_QUERY_STRING_CHARS = 64 * 1024
 
 
 class WebhookHandler:
-    """Both webhooks for one instance. Clients are created once and injected (tests pass fakes)."""
+    """Both webhooks for one instance. Clients are created once, on first use for the end of call;
+    tests inject fakes. Profiles are read over Firestore's REST API (service/firestore_rest.py);
+    `firestore_client` (google-cloud-firestore) is for dead letters only."""
 
     def __init__(
         self,
         settings: Settings,
-        firestore_client: Any,
+        firestore_client: Any = None,
         *,
         bigquery_client: Any = None,
         profile_store: ProfileStore | None = None,
@@ -57,7 +60,7 @@ class WebhookHandler:
         self.bigquery_client = bigquery_client
         self.auth = Authenticator(settings)
         self.store = profile_store or ProfileStore(
-            firestore_client,
+            RestDocumentReader(settings.google_cloud_project, settings.firestore_database),
             profiles_collection=settings.profiles_collection,
             agents_collection=settings.agents_collection,
             cache=DocumentCache(
@@ -273,10 +276,15 @@ class WebhookHandler:
         with self._end_of_call_lock:
             if self._end_of_call is None:
                 from service.dead_letters import DeadLetterStore
+                from service.profiles import make_client as firestore_client
                 from service.redaction import Redactor
                 from service.sink import make_sink
 
                 settings = self.settings
+                if self.firestore_client is None:
+                    self.firestore_client = firestore_client(
+                        settings.google_cloud_project, settings.firestore_database
+                    )
                 self._end_of_call = (
                     make_sink(settings, self.bigquery_client),
                     DeadLetterStore(

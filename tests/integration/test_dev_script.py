@@ -85,3 +85,31 @@ def test_a_taken_port_fails_at_once_with_a_clear_message() -> None:
     assert result.returncode != 0
     assert f"port {port} is already in use" in result.stderr
     assert time.monotonic() - started < 30  # no emulator was started
+
+
+def test_benchmark_scripts_stop_what_they_started_on_sigterm(tmp_path: Path) -> None:
+    # Every benchmark calls treat_sigterm_as_ctrl_c() first; without it Python dies on SIGTERM
+    # without running the `finally` that stops the emulators and the service.
+    marker = tmp_path / "stopped"
+    program = (
+        "import sys, time\n"
+        f"sys.path.insert(0, {str(ROOT / 'scripts')!r})\n"
+        "from emulators import treat_sigterm_as_ctrl_c\n"
+        "treat_sigterm_as_ctrl_c()\n"
+        "try:\n"
+        "    print('ready', flush=True)\n"
+        "    time.sleep(30)\n"
+        "finally:\n"
+        f"    open({str(marker)!r}, 'w').write('stopped')\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE)
+    try:
+        assert process.stdout is not None and process.stdout.readline() == b"ready\n"
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert marker.read_text() == "stopped"
+    for script in ("bench.py", "bench_prefetch.py", "bench_load.py", "bench_hostile.py"):
+        assert "treat_sigterm_as_ctrl_c()" in (ROOT / "scripts" / script).read_text()

@@ -51,6 +51,26 @@ def test_wrong_method_is_405_json_with_allow(
     assert response.get_json()["error"] == "method_not_allowed"
 
 
+def test_prefetch_skips_flask_dispatch_and_answers_the_same(
+    make_client: Any, framework_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The guard hands the prefetch straight to the handler (the caller is waiting); every other
+    # route still goes through the Flask app functions-framework builds.
+    dispatched: list[str] = []
+    monkeypatch.setitem(
+        framework_app.before_request_funcs, None, [lambda: dispatched.append("flask")]
+    )
+    client = make_client()
+    answer = client.get("/prefetch/?agent_id=a&session_id=s&from=%2B15551234567")
+    head = client.head("/prefetch?agent_id=a&session_id=s")
+    assert (answer.status_code, answer.mimetype, answer.get_json()) == (200, "application/json", {})
+    assert answer.headers["Cache-Control"] == "no-store"
+    assert (head.status_code, head.data) == (200, b"")
+    assert dispatched == []
+    assert client.get("/health").status_code == 200
+    assert dispatched == ["flask"]
+
+
 def test_trailing_slash_is_the_same_route(make_client: Any) -> None:
     assert make_client().get("/healthz/").status_code == 200
 

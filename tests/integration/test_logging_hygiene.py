@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 from google.api_core.exceptions import BadRequest
 
+from service.firestore_rest import RestDocumentReader
 from service.profiles import DocumentCache, ProfileStore
+from tests.conftest import PROJECT
 from tests.integration.test_end_of_call import post
 from tests.payloads import current_payload
 
@@ -43,22 +45,19 @@ def test_bigquery_error_messages_are_not_logged(
     assert "+15551234567" not in logged and "refund" not in logged
 
 
-class BrokenFirestore:
-    def collection(self, name: str) -> Any:
-        raise RuntimeError("no credentials")
-
-    def get_all(self, *args: Any, **kwargs: Any) -> Any:
+class BrokenReader:
+    def get_documents(self, paths: Any, timeout: float) -> Any:
         raise RuntimeError("no credentials")
 
 
 def test_warm_up_is_bounded_and_never_fatal(clean_firestore: Any) -> None:
-    def store(client: Any) -> ProfileStore:
+    def store(reader: Any) -> ProfileStore:
         return ProfileStore(
-            client,
+            reader,
             profiles_collection="profiles",
             agents_collection="agents",
             cache=DocumentCache(0, 0, 0),
         )
 
-    assert store(clean_firestore).warm_up(3.0) is True
-    assert store(BrokenFirestore()).warm_up(0.5) is False
+    assert store(RestDocumentReader(PROJECT, "(default)")).warm_up(3.0) is True
+    assert store(BrokenReader()).warm_up(0.5) is False

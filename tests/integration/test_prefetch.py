@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 import pytest
 from emulators import free_port
 
+from service.firestore_rest import RestDocumentReader
 from service.profiles import DocumentCache, ProfileStore
 from tests.conftest import PROJECT
 
@@ -286,37 +287,28 @@ def test_profile_edits_show_up_after_the_cache_ttl(make_client: Any, clean_fires
     assert prefetch(client, **{"from": "+15551234567"}).get_json()["metadata"]["name"] == "New"
 
 
-class SwitchableFirestore:
-    """Fault injection: routes calls to the real emulator client until `fail_with` is set to
-    another real client (pointed at a hanging or refusing endpoint) or to an exception."""
+class SwitchableReader:
+    """Fault injection: reads the real emulator through the service's own REST reader until
+    `fail_with` is set to another real reader (pointed at a hanging or refusing endpoint) or to
+    an exception."""
 
-    def __init__(self, real: Any) -> None:
-        self.real = real
+    def __init__(self) -> None:
+        self.real = RestDocumentReader(PROJECT, "(default)")
         self.fail_with: Any = None
 
-    def collection(self, name: str) -> Any:
-        return self.real.collection(name)
-
-    def get_all(self, references: list[Any], **kwargs: Any) -> Any:
+    def get_documents(self, paths: Any, timeout: float) -> Any:
         if isinstance(self.fail_with, Exception):
             raise self.fail_with
-        client = self.fail_with or self.real
-        # references belong to the real client; rebuild them on the faulty one
-        return client.get_all(
-            [client.collection(ref.parent.id).document(ref.id) for ref in references], **kwargs
-        )
+        return (self.fail_with or self.real).get_documents(paths, timeout)
 
 
-def firestore_at(host_port: str, monkeypatch: pytest.MonkeyPatch) -> Any:
-    from service.profiles import make_client
-
-    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", host_port)
-    return make_client(PROJECT, "(default)")
+def reader_at(host_port: str) -> RestDocumentReader:
+    return RestDocumentReader(PROJECT, "(default)", emulator_host=host_port)
 
 
-def store_for(client: Any) -> ProfileStore:
+def store_for(reader: Any) -> ProfileStore:
     return ProfileStore(
-        client,
+        reader,
         profiles_collection="profiles",
         agents_collection="agents",
         cache=DocumentCache(fresh_seconds=0, stale_seconds=600, max_entries=100),
@@ -328,20 +320,19 @@ def test_slow_or_failing_firestore_answers_in_time_from_last_known_values(
     make_client: Any,
     clean_firestore: Any,
     hanging_endpoint: str,
-    monkeypatch: pytest.MonkeyPatch,
     fault: str,
 ) -> None:
     put(clean_firestore, "agents", AGENT, {"company": "Acme"})
     put(clean_firestore, "profiles", "+15551234567", {"name": "Ann"})
-    switchable = SwitchableFirestore(clean_firestore)
+    switchable = SwitchableReader()
     client = make_client(profile_store=store_for(switchable), prefetch_deadline_ms=200)
     assert prefetch(client, **{"from": "+15551234567"}).get_json()["metadata"] == {
         "company": "Acme",
         "name": "Ann",
     }
     switchable.fail_with = {
-        "hanging": lambda: firestore_at(hanging_endpoint, monkeypatch),
-        "refusing": lambda: firestore_at(f"127.0.0.1:{free_port()}", monkeypatch),
+        "hanging": lambda: reader_at(hanging_endpoint),
+        "refusing": lambda: reader_at(f"127.0.0.1:{free_port()}"),
         "raising": lambda: RuntimeError("firestore is down"),
     }[fault]()
     started = time.monotonic()
@@ -356,7 +347,7 @@ def test_slow_or_failing_firestore_answers_in_time_from_last_known_values(
 
 
 def test_store_down_from_the_start_answers_empty(make_client: Any, clean_firestore: Any) -> None:
-    switchable = SwitchableFirestore(clean_firestore)
+    switchable = SwitchableReader()
     switchable.fail_with = RuntimeError("down")
     client = make_client(profile_store=store_for(switchable), prefetch_deadline_ms=100)
     response = prefetch(client, **{"from": "+15551234567"})
@@ -366,16 +357,16 @@ def test_store_down_from_the_start_answers_empty(make_client: Any, clean_firesto
 def test_one_batched_read_per_request(make_client: Any, clean_firestore: Any) -> None:
     put(clean_firestore, "agents", AGENT, {"company": "Acme"})
 
-    class CountingFirestore(SwitchableFirestore):
+    class CountingReader(SwitchableReader):
         calls = 0
 
-        def get_all(self, references: list[Any], **kwargs: Any) -> Any:
-            CountingFirestore.calls += 1
-            return super().get_all(references, **kwargs)
+        def get_documents(self, paths: Any, timeout: float) -> Any:
+            CountingReader.calls += 1
+            return super().get_documents(paths, timeout)
 
-    client = make_client(profile_store=store_for(CountingFirestore(clean_firestore)))
+    client = make_client(profile_store=store_for(CountingReader()))
     prefetch(client, **{"from": "+15551234567", "to": "+15550009999"})
-    assert CountingFirestore.calls == 1
+    assert CountingReader.calls == 1
 
 
 def test_concurrent_requests_share_reads_and_each_gets_its_own_caller(
@@ -386,19 +377,19 @@ def test_concurrent_requests_share_reads_and_each_gets_its_own_caller(
     for number in numbers[:20]:  # the last four callers are unknown
         put(clean_firestore, "profiles", number, {"name": f"Caller {number[-4:]}"})
 
-    class SlowFirestore(SwitchableFirestore):
+    class SlowReader(SwitchableReader):
         """The real emulator, 20 ms slower per call: requests overlap as they would under load."""
 
         calls = 0
 
-        def get_all(self, references: list[Any], **kwargs: Any) -> Any:
-            SlowFirestore.calls += 1
+        def get_documents(self, paths: Any, timeout: float) -> Any:
+            SlowReader.calls += 1
             time.sleep(0.02)
-            return super().get_all(references, **kwargs)
+            return super().get_documents(paths, timeout)
 
-    client = make_client(profile_store=store_for(SlowFirestore(clean_firestore)))
+    client = make_client(profile_store=store_for(SlowReader()))
     prefetch(client)  # the agent's document is cached from here on
-    SlowFirestore.calls = 0
+    SlowReader.calls = 0
     with ThreadPoolExecutor(len(numbers)) as pool:
         responses = list(
             pool.map(lambda number: prefetch(client, **{"from": number}).get_json(), numbers)
@@ -408,7 +399,7 @@ def test_concurrent_requests_share_reads_and_each_gets_its_own_caller(
         if number in numbers[:20]:
             expected["name"] = f"Caller {number[-4:]}"
         assert body == {"metadata": expected}
-    assert SlowFirestore.calls < len(numbers) / 2
+    assert SlowReader.calls < len(numbers) / 2
 
 
 @pytest.mark.parametrize(
