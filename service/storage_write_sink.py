@@ -381,6 +381,10 @@ class StorageWriteSink:
                     # Nothing of this request was appended: keep the refused rows' errors and
                     # send the others again (this does not count as a failed attempt).
                     refused = {error.index: error.message for error in response.row_errors}
+                    if not refused.keys() & set(range(len(batch))):
+                        # Errors naming no row of ours: every row is refused, nothing resent.
+                        message = f"invalid: {next(iter(refused.values()))}"[:1000]
+                        return errors + [RowError(index, message) for index, _ in batch]
                     for position, (index, _) in enumerate(batch):
                         if position in refused:
                             errors.append(RowError(index, f"invalid: {refused[position]}"[:1000]))

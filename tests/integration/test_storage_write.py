@@ -188,6 +188,17 @@ def test_row_errors_refuse_the_whole_request_so_the_other_rows_are_sent_again() 
     assert client.sent == [3, 2]
 
 
+def test_row_errors_naming_no_row_sent_refuse_every_row_once() -> None:
+    from google.cloud.bigquery_storage_v1 import types
+
+    error = types.RowError(index=7, code=types.RowError.RowErrorCode.FIELDS_ERROR, message="odd")
+    client = ScriptedWriteClient(types.AppendRowsResponse(row_errors=[error]))
+    sink = StorageWriteSink(client, f"{PROJECT}.d.call_events", 5, 3)  # type: ignore[arg-type]
+    errors = sink.insert([row("o-0"), row("o-1")], ["a", "b"])
+    assert [(e.index, e.message) for e in errors] == [(0, "invalid: odd"), (1, "invalid: odd")]
+    assert client.sent == [2]  # not sent again and again until the budget is spent
+
+
 def test_a_refused_request_is_a_row_error_and_an_outage_is_insert_failed() -> None:
     from google.api_core import exceptions
     from google.cloud.bigquery_storage_v1 import types
