@@ -21,11 +21,18 @@ What Google documents and this module relies on:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import queue
+import threading
 import time
-from collections.abc import Callable, Sequence
+import weakref
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -86,9 +93,9 @@ _RETRYABLE_CODES = frozenset(
 
 
 # gRPC waits up to 120 s between reconnections to a server that went away (growing from 1 s): every
-# call in that wait fails at once and becomes a dead letter although BigQuery is back. A call is at
-# most BIGQUERY_INSERT_TIMEOUT_SECONDS, so reconnect at least that often. No message size cap of
-# our own: requests are held under 10 MB above, as the library's own transport does.
+# call in that wait fails at once and becomes a dead letter although BigQuery is back. Retry every
+# half second (plus gRPC's 20 % jitter): well inside the shortest insert budget. No message size
+# cap of our own: requests are held under 10 MB above, as the library's own transport does.
 # And wait for a connection instead of failing at once while one is being made (a restarted
 # server, a new instance's first call): the call's deadline still bounds the wait.
 _SERVICE_CONFIG = json.dumps(
@@ -105,7 +112,7 @@ CHANNEL_OPTIONS = [
     ("grpc.service_config", _SERVICE_CONFIG),
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.max_reconnect_backoff_ms", 500),
     ("grpc.max_send_message_length", -1),
     ("grpc.max_receive_message_length", -1),
 ]
@@ -303,6 +310,8 @@ class StorageWriteSink:
         self.attempts = attempts
         self.encoder = encoder or RowEncoder(table_id.rsplit(".", 1)[1])
         self._schema = types.ProtoSchema(proto_descriptor=self.encoder.descriptor)
+        self._connection: _Connection | None = None
+        self._connection_lock = threading.Lock()
 
     def insert(self, rows: Sequence[dict[str, Any]], row_ids: Sequence[str]) -> list[RowError]:
         """Append rows; return the rows BigQuery refused, or raise InsertFailed.
@@ -374,7 +383,12 @@ class StorageWriteSink:
                     exc.grpc_status_code.value[0] not in _RETRYABLE_CODES
                 ):
                     raise InsertFailed(last_error) from exc
-            except Exception as exc:  # transport errors surface from grpc directly
+            except grpc.RpcError as exc:  # the raw call's status
+                code = exc.code() if callable(getattr(exc, "code", None)) else None
+                last_error = f"{getattr(code, 'name', 'RpcError')}: {_details(exc)}"
+                if code is not None and code.value[0] not in _RETRYABLE_CODES:
+                    raise InsertFailed(last_error) from None
+            except Exception as exc:  # a closed connection, a timeout, transport errors
                 last_error = f"{type(exc).__name__}: {str(exc)[:300]}"
             else:
                 if response.row_errors:
@@ -410,16 +424,107 @@ class StorageWriteSink:
         raise InsertFailed(last_error)
 
     def _send(self, serialized: list[bytes], timeout: float) -> Any:
-        responses = self.client.append_rows(
-            iter([self.request(serialized)]),
-            retry=None,  # our loop retries, inside the budget
-            timeout=timeout,
-            # The routing header the library's own writer sends for a stream.
-            metadata=(("x-goog-request-params", f"write_stream={self.stream}"),),
-        )
+        connection = self._open_connection()
+        future = connection.send(self.request(serialized))
         try:
-            return next(iter(responses))
-        finally:
-            cancel: Callable[[], Any] | None = getattr(responses, "cancel", None)
-            if cancel is not None:
-                cancel()
+            return future.result(timeout=timeout)
+        except FutureTimeout:
+            # The connection is stuck (or the server is): a new one for the next request.
+            connection.close(TimeoutError("no answer within the insert budget"))
+            raise TimeoutError("no answer within the insert budget") from None
+
+    def _open_connection(self) -> _Connection:
+        with self._connection_lock:
+            if self._connection is None or self._connection.closed:
+                self._connection = _Connection(self.client, self.stream)
+            return self._connection
+
+
+def _details(exc: grpc.RpcError) -> str:
+    details = exc.details() if callable(getattr(exc, "details", None)) else ""
+    return str(details or "")[:300]
+
+
+class ConnectionClosed(Exception):
+    """The AppendRows connection ended before answering (the request may or may not have landed)."""
+
+
+_END = object()
+# Every connection not yet closed (tests close them all between tests; a process exit drops them).
+_OPEN: weakref.WeakSet[_Connection] = weakref.WeakSet()
+
+
+def close_all_connections() -> None:
+    for connection in list(_OPEN):
+        connection.close(ConnectionClosed("closed by close_all_connections"))
+
+
+class _Connection:
+    """One AppendRows stream kept open and shared by every thread of the instance.
+
+    Google asks for one connection for as many writes as possible, not one per write
+    (https://cloud.google.com/bigquery/docs/write-api-best-practices#connection_pool_management).
+    Answers come back in the order of the requests, so a request and its future are queued under
+    one lock: two threads sending at once can never receive each other's answer. The writer schema
+    goes with the first request of the connection only. Any failure closes the connection (every
+    waiting request fails and is retried by its caller); the next request opens a new one.
+    """
+
+    def __init__(self, client: Any, stream: str) -> None:
+        self.closed = False
+        self._lock = threading.Lock()
+        self._pending: deque[Future[Any]] = deque()
+        self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._call: Any = None
+        self._first = True
+        # The raw gRPC call returns at once and can be cancelled; the client's wrapper waits for
+        # the first answer (fakes in the tests have only that one).
+        transport = getattr(client, "transport", None)
+        self._open = getattr(transport, "append_rows", None) or client.append_rows
+        self._metadata = (("x-goog-request-params", f"write_stream={stream}"),)
+        _OPEN.add(self)
+        threading.Thread(target=self._read, name="append-rows", daemon=True).start()
+
+    def send(self, request: types.AppendRowsRequest) -> Future[Any]:
+        future: Future[Any] = Future()
+        with self._lock:
+            if self.closed:
+                raise ConnectionClosed("the connection is closed")
+            if not self._first:
+                # The writer schema is sent once per connection.
+                types.AppendRowsRequest.pb(request).proto_rows.ClearField("writer_schema")
+            self._first = False
+            self._pending.append(future)
+            self._requests.put(request)
+        return future
+
+    def _read(self) -> None:
+        error: BaseException
+        try:
+            self._call = self._open(iter(self._requests.get, _END), metadata=self._metadata)
+            if self.closed:  # closed while opening
+                raise ConnectionClosed("the connection was closed")
+            for response in self._call:
+                with self._lock:
+                    future = self._pending.popleft() if self._pending else None
+                if future is not None and not future.done():
+                    future.set_result(response)
+            error = ConnectionClosed("the server ended the connection")
+        except BaseException as exc:
+            error = exc
+        self.close(error)
+
+    def close(self, error: BaseException) -> None:
+        _OPEN.discard(self)
+        with self._lock:
+            self.closed = True
+            pending = list(self._pending)
+            self._pending.clear()
+        self._requests.put(_END)
+        call = self._call
+        if call is not None and hasattr(call, "cancel"):
+            with contextlib.suppress(Exception):
+                call.cancel()
+        for future in pending:
+            if not future.done():
+                future.set_exception(error)

@@ -260,22 +260,25 @@ def rows_conform_to_bigquery(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
     monkeypatch.setattr(bigquery.Client, "insert_rows_json", checked)
 
-    from google.cloud.bigquery_storage_v1 import BigQueryWriteClient
-
+    from service.storage_write_sink import _Connection
     from tests.bigquery_rules import assert_append_request_conforms
 
-    original_append = BigQueryWriteClient.append_rows
+    original_send = _Connection.send
 
-    def checked_append(self: Any, requests: Any, **kwargs: Any) -> Any:
-        requests = list(requests)
-        for append_request in requests:
-            try:
-                assert_append_request_conforms(append_request)
-            except NonConformingRow as exc:
-                breaches.append(str(exc))
-                raise
-        return original_append(self, iter(requests), **kwargs)
+    def checked_send(self: Any, append_request: Any) -> Any:
+        # Every request the sink hands to its connection, writer schema included (the
+        # connection sends that schema with its first request only).
+        try:
+            assert_append_request_conforms(append_request)
+        except NonConformingRow as exc:
+            breaches.append(str(exc))
+            raise
+        return original_send(self, append_request)
 
-    monkeypatch.setattr(BigQueryWriteClient, "append_rows", checked_append)
+    monkeypatch.setattr(_Connection, "send", checked_send)
     yield
+    # Each test's handlers keep an AppendRows connection open; the emulator serves a handful.
+    from service.storage_write_sink import close_all_connections
+
+    close_all_connections()
     assert not breaches, f"rows real BigQuery would refuse: {breaches}"

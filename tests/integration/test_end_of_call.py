@@ -288,7 +288,7 @@ class RejectingStorageWrite:
     def append_rows(self, requests: Any, **kwargs: Any) -> Any:
         from google.cloud.bigquery_storage_v1 import types
 
-        list(requests)
+        next(iter(requests))
         error = types.RowError(
             index=0, code=types.RowError.RowErrorCode.FIELDS_ERROR, message="no such field: x"
         )

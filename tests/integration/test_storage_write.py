@@ -167,7 +167,7 @@ class ScriptedWriteClient:
         self.sent: list[int] = []
 
     def append_rows(self, requests: Any, **kwargs: Any) -> Any:
-        [request] = list(requests)
+        request = next(iter(requests))  # one request per connection: the answer ends it
         self.sent.append(len(request.proto_rows.rows.serialized_rows))
         answer = self.answers.pop(0)
         if isinstance(answer, Exception):
