@@ -291,8 +291,7 @@ def stream_name(table_id: str) -> str:
 class StorageWriteSink:
     """Appends rows to the default stream with bounded retries inside the caller's time budget.
 
-    One AppendRows call per insert, on the client's shared channel: the answer read is the answer
-    to this request, whatever other threads send at the same time.
+    Every insert of the instance goes through one kept AppendRows connection (`_Connection`).
     """
 
     def __init__(
