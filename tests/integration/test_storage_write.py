@@ -267,3 +267,47 @@ def test_quota_refusals_are_retried_inside_the_budget(
     assert client.calls == 3
     landed = query(bigquery_client, f"SELECT session_id FROM `{PROJECT}.{dataset}.call_events`")
     assert [r["session_id"] for r in landed] == ["quota-1"]
+
+
+class EchoingWriteClient:
+    """Fault injection: one connection answering every request in order, slowly and with a row
+    error naming the session of the row it answers."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+
+    def append_rows(self, requests: Any, **kwargs: Any) -> Any:
+        import random
+        import time
+
+        from google.cloud.bigquery_storage_v1 import types
+
+        self.connections += 1
+        decode = RowEncoder().message_class.FromString
+
+        def answers() -> Any:
+            for request in requests:
+                time.sleep(random.random() / 200)
+                session = decode(request.proto_rows.rows.serialized_rows[0]).session_id
+                error = types.RowError(index=0, message=session)
+                yield types.AppendRowsResponse(row_errors=[error])
+
+        return answers()
+
+
+def test_threads_sharing_the_connection_each_get_their_own_answer() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = EchoingWriteClient()
+    sink = StorageWriteSink(client, f"{PROJECT}.d.call_events", 10, 1)  # type: ignore[arg-type]
+    sessions = [f"pair-{i}" for i in range(64)]
+    rows_by_session = {session: row(session) for session in sessions}
+
+    def insert(session: str) -> str:
+        [error] = sink.insert([rows_by_session[session]], ["a"])
+        return error.message
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(insert, sessions))
+    assert answers == [f"invalid: {session}" for session in sessions]
+    assert client.connections == 1  # one kept connection, not one per insert
