@@ -142,10 +142,11 @@ class Settings(BaseModel):
     trace_exporter: Literal["auto", "gcp", "console", "none"] = "auto"
     k_service: str = ""  # set by Cloud Run; tells us we are deployed
 
-    # BigQuery write API (service/sink.py, service/storage_write_sink.py): insert_all is the legacy
-    # tabledata.insertAll (insertId de-duplication, best effort); storage_write appends to the
-    # table's default stream of the Storage Write API (at-least-once, half the price per GB).
-    bigquery_write_api: Literal["insert_all", "storage_write"] = "insert_all"
+    # BigQuery write API (service/sink.py, service/storage_write_sink.py): storage_write appends to
+    # the table's default stream of the Storage Write API (at-least-once, half the price per GB, a
+    # free tier, faster here: README, "BigQuery write API"); insert_all is the legacy
+    # tabledata.insertAll (insertId de-duplication, best effort).
+    bigquery_write_api: Literal["insert_all", "storage_write"] = "storage_write"
 
     @field_validator(
         "webhook_tokens",

@@ -175,7 +175,7 @@ variable "store_agent_config" {
 variable "bigquery_write_api" {
   description = "How call rows reach BigQuery (BIGQUERY_WRITE_API): \"insert_all\" (legacy tabledata.insertAll) or \"storage_write\" (the Storage Write API's default stream)."
   type        = string
-  default     = "insert_all"
+  default     = "storage_write"
 
   validation {
     condition     = contains(["insert_all", "storage_write"], var.bigquery_write_api)

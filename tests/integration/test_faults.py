@@ -73,6 +73,8 @@ def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
 def served(make_client: Any, firestore: Any, bigquery: Any, **settings: Any) -> Any:
     from service.webhooks import WebhookHandler
 
+    # `bigquery` is an insertAll client unless the test names the write API it stands for.
+    settings.setdefault("bigquery_write_api", "insert_all")
     client = make_client(**settings)  # the functions-framework app, with a handler we replace
     handler = WebhookHandler(
         Settings(google_cloud_project=PROJECT, **settings), firestore, bigquery_client=bigquery
