@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -74,6 +75,7 @@ class Step:
     completed: int = 0
     shed: int = 0
     errors: int = 0
+    error_kinds: Counter[str] = field(default_factory=Counter)
     prefetch: list[float] = field(default_factory=list)
     end_of_call: list[float] = field(default_factory=list)
     cores: dict[str, float] = field(default_factory=dict)
@@ -163,13 +165,15 @@ async def run_step(
                 status_eoc = 200
             else:
                 status_eoc = await end_of_call(session_id)
-        except (OSError, asyncio.IncompleteReadError, ValueError):
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
             step.errors += 1
+            step.error_kinds[type(exc).__name__] += 1
             return
         if status == 200 and status_eoc == 200:
             step.completed += 1
         else:
             step.errors += 1
+            step.error_kinds[f"prefetch {status}, end-of-call {status_eoc}"] += 1
 
     async def end_of_call(session_id: str) -> int:
         body = json.dumps(demo_data.demo_end_of_call(session_id)).encode()
@@ -290,7 +294,7 @@ def _ms(values: list[float], fraction: float) -> str:
 def print_step(step: Step) -> None:
     print(
         f"offered {step.offered:4d} calls/s: completed {step.achieved:6.1f}/s, shed {step.shed}, "
-        f"errors {step.errors}, prefetch p99 {_ms(step.prefetch, 0.99)} ms, "
+        f"errors {step.errors}{dict(step.error_kinds) or ''}, prefetch p99 {_ms(step.prefetch, 0.99)} ms, "
         f"end-of-call p99 {_ms(step.end_of_call, 0.99)} ms",
         flush=True,
     )
