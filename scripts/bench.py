@@ -89,7 +89,11 @@ def main() -> None:
         env = {**emulator_env, "GOOGLE_CLOUD_PROJECT": PROJECT}
         ours_cold, ours_rss_idle = cold_start("service/main.py", "app", env)
         hello_cold, hello_rss = cold_start("scripts/bench_handlers/hello.py", "hello", env)
-        server = Server("service/main.py", "app", free_port(), env)
+        # The direct insert below is insertAll, so the service writes with insertAll here too;
+        # scripts/bench_write.py compares both write APIs, each with its own direct call.
+        server = Server(
+            "service/main.py", "app", free_port(), {**env, "BIGQUERY_WRITE_API": "insert_all"}
+        )
 
         def prefetch_requests(count: int) -> list[tuple[str, str, bytes, dict[str, str]]]:
             return [
