@@ -91,10 +91,11 @@ class RestDocumentReader:
             raise ReadError(f"batchGet answered {response.status}")
         found: dict[tuple[str, str], dict[str, Any] | None] = {}
         for entry in json.loads(response.data):
-            if "found" in entry:
+            # A name we did not ask for is ignored: what was asked and not answered stays unread.
+            if "found" in entry and entry["found"].get("name") in names:
                 document = entry["found"]
                 found[names[document["name"]]] = decode_fields(document.get("fields", {}))
-            elif "missing" in entry:
+            elif entry.get("missing") in names:
                 found[names[entry["missing"]]] = None
         return found
 

@@ -129,7 +129,11 @@ def test_on_google_cloud_each_read_carries_the_credentials_token() -> None:
         def do_POST(self) -> None:
             seen.append(dict(self.headers))
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            answer = json.dumps([{"missing": name} for name in body["documents"]]).encode()
+            # an entry for a name nobody asked for, then the answers
+            foreign = {"found": {"name": "projects/x/databases/y/documents/a/b", "fields": {}}}
+            entries = [foreign, {"readTime": "2026-11-29T00:00:00Z"}]
+            entries += [{"missing": name} for name in body["documents"]]
+            answer = json.dumps(entries).encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(answer)))
             self.end_headers()
