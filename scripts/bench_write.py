@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import demo_data
 from benchlib import Result, Server, Summary, call_load, http_load, print_table
-from emulators import free_port, running_emulators
+from emulators import free_port, running_emulators, treat_sigterm_as_ctrl_c
 
 PROJECT = "bench-millis"
 APIS = ("insert_all", "storage_write")
@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64])
     args = parser.parse_args()
+    treat_sigterm_as_ctrl_c()
 
     with running_emulators(PROJECT, Path(tempfile.mkdtemp(prefix="bench-write-"))) as emulator_env:
         os.environ.update(emulator_env)

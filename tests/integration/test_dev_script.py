@@ -111,5 +111,13 @@ def test_benchmark_scripts_stop_what_they_started_on_sigterm(tmp_path: Path) -> 
         if process.poll() is None:
             process.kill()
     assert marker.read_text() == "stopped"
-    for script in ("bench.py", "bench_prefetch.py", "bench_load.py", "bench_hostile.py"):
+    for script in (
+        "bench.py",
+        "bench_prefetch.py",
+        "bench_load.py",
+        "bench_hostile.py",
+        "bench_hostile_profile.py",
+        "bench_cold_start.py",
+        "bench_write.py",
+    ):
         assert "treat_sigterm_as_ctrl_c()" in (ROOT / "scripts" / script).read_text()
