@@ -4,7 +4,7 @@ While the allowed number of batched reads is in flight (one by default), later r
 when a read returns, the oldest queued request sends every queued key in one call and hands the
 answer to the others. A lone request reads at once in its own thread (no hand-off, no waiting
 for a batch to fill), so this costs nothing at low load, and under load it turns N small reads
-into one: fewer gRPC calls for the instance, fewer lookups for Firestore (in
+into one: fewer calls for the instance, fewer lookups for Firestore (in
 scripts/bench_prefetch.py, about four requests per call at concurrency 64, and 10-20 % more
 requests per second).
 

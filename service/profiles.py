@@ -196,9 +196,9 @@ class ProfileStore:
         (a thread hand-off per request cost about a quarter of a millisecond and a tenth of the
         throughput in scripts/bench_prefetch.py).
         Requests that arrive while a read is in flight share the next one (service/coalescer.py).
-        One BatchGetDocuments call for every document, even a single one: the unary GetDocument
-        was cheaper for documents that exist but made a missing one (a fifth of callers) cost the
-        emulator three times as much, and tripled p99 in scripts/bench_prefetch.py.
+        One batchGet for every document, even a single one: the unary GetDocument was cheaper for
+        documents that exist but made a missing one (a fifth of callers) cost the emulator three
+        times as much, and tripled p99 in scripts/bench_prefetch.py (measured over gRPC).
         """
         result = ReadResult()
         missing: list[DocumentKey] = []
