@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
-from service.config import ConfigurationError, load_settings
+from service.config import ConfigurationError, Settings, load_settings
 
 
 def test_defaults_need_only_the_project(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -96,3 +97,25 @@ def test_lookup_signing_secrets_accept_one_or_several(monkeypatch: pytest.Monkey
         "a": ["one"],
         "b": ["new", "old"],
     }
+
+
+def test_settings_read_the_environment_like_pydantic_settings_did() -> None:
+    # pydantic-settings was dropped for start-up time (README, "Cold start and memory"): names
+    # match in any case, unknown variables are ignored, lists are comma-separated, the map is JSON.
+    settings = Settings.from_environment(
+        {
+            "google_cloud_project": "my-project",
+            "Prefetch_Deadline_Ms": "250",
+            "WEBHOOK_TOKENS": "a, b",
+            "LOOKUP_SIGNING_SECRETS": '{"agent-1": "s1"}',
+            "ALLOW_UNAUTHENTICATED": "true",
+            "PATH": "/usr/bin",
+            "SOMETHING_ELSE": "x",
+        }
+    )
+    assert settings.google_cloud_project == "my-project" and settings.prefetch_deadline_ms == 250
+    assert [token.get_secret_value() for token in settings.webhook_tokens] == ["a", "b"]
+    assert settings.lookup_signing_secrets["agent-1"][0].get_secret_value() == "s1"
+    assert settings.allow_unauthenticated is True
+    with pytest.raises(ValidationError):
+        Settings.from_environment({"GOOGLE_CLOUD_PROJECT": "my-project", "MAX_QUERY_PARAMS": "x"})
