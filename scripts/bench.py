@@ -22,7 +22,6 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
@@ -65,10 +64,7 @@ def main() -> None:
 
     with running_emulators(PROJECT, Path(tempfile.mkdtemp(prefix="bench-"))) as emulator_env:
         os.environ.update(emulator_env)
-        from service.config import Settings
-        from service.end_of_call import normalise_call, parse_payload
         from service.profiles import make_client as firestore_client
-        from service.redaction import Redactor
         from service.row_limits import insert_id
         from service.sink import create_tables_and_views
         from service.sink import make_client as bigquery_client
@@ -124,19 +120,7 @@ def main() -> None:
         def direct_read(_: int) -> None:
             list(firestore.get_all([profiles.document(rng.choice(numbers))], timeout=5))
 
-        settings = Settings(google_cloud_project=PROJECT)
-        redactor = Redactor.from_settings(settings)
-
-        def row() -> dict[str, object]:
-            raw = demo_data.demo_end_of_call(uuid.uuid4().hex)
-            return normalise_call(
-                raw,
-                parse_payload(raw),
-                received_at=datetime.now(UTC),
-                source="webhook",
-                redactor=redactor,
-                store_agent_config=True,
-            )
+        row = demo_data.demo_row
 
         def direct_insert(_: int) -> None:
             one = row()

@@ -26,7 +26,6 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -50,10 +49,7 @@ def main() -> None:
 
     with running_emulators(PROJECT, Path(tempfile.mkdtemp(prefix="bench-write-"))) as emulator_env:
         os.environ.update(emulator_env)
-        from service.config import Settings
-        from service.end_of_call import normalise_call, parse_payload
         from service.profiles import make_client as firestore_client
-        from service.redaction import Redactor
         from service.sink import create_tables_and_views
         from service.sink import make_client as bigquery_client
         from service.storage_write_sink import RowEncoder, make_write_client, stream_name
@@ -82,19 +78,7 @@ def main() -> None:
             )
             for api in APIS
         }
-        settings = Settings(google_cloud_project=PROJECT)
-        redactor = Redactor.from_settings(settings)
-
-        def row() -> dict[str, Any]:
-            raw = demo_data.demo_end_of_call(uuid.uuid4().hex)
-            return normalise_call(
-                raw,
-                parse_payload(raw),
-                received_at=datetime.now(UTC),
-                source="webhook",
-                redactor=redactor,
-                store_agent_config=True,
-            )
+        row = demo_data.demo_row
 
         insert_table = f"{PROJECT}.{datasets['direct insertAll']}.call_events"
 

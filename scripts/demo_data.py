@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 DEMO_AGENT_ID = "demo-agent"
@@ -70,3 +73,26 @@ def demo_end_of_call(
         "metadata": {"campaign": "winter"},
         "call_status": "user-ended",
     }
+
+
+@functools.cache
+def _redactor() -> Any:
+    from service.config import Settings
+    from service.redaction import Redactor
+
+    return Redactor.from_settings(Settings(google_cloud_project="demo-millis"))
+
+
+def demo_row() -> dict[str, Any]:
+    """A new demo call as the service stores it: what the benchmarks' direct inserts send."""
+    from service.end_of_call import normalise_call, parse_payload
+
+    raw = demo_end_of_call(uuid.uuid4().hex)
+    return normalise_call(
+        raw,
+        parse_payload(raw),
+        received_at=datetime.now(UTC),
+        source="webhook",
+        redactor=_redactor(),
+        store_agent_config=True,
+    )
