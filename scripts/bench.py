@@ -13,14 +13,12 @@ measurement starts on an empty events table. Bounded: every measurement stops af
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
 import statistics
 import sys
 import tempfile
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
@@ -103,17 +101,7 @@ def main() -> None:
                 for i in range(count)
             ]
 
-        def end_of_call_requests(count: int) -> list[tuple[str, str, bytes, dict[str, str]]]:
-            headers = {"Content-Type": "application/json"}
-            return [
-                (
-                    "POST",
-                    "/end-of-call",
-                    json.dumps(demo_data.demo_end_of_call(uuid.uuid4().hex)).encode(),
-                    headers,
-                )
-                for _ in range(count)
-            ]
+        end_of_call_requests = demo_data.demo_end_of_call_requests
 
         profiles = firestore.collection("profiles")
 

@@ -17,12 +17,10 @@ Bounded: every round stops after --requests requests or 30 seconds, on 127.0.0.1
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
 import tempfile
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -114,17 +112,7 @@ def main() -> None:
             if response.row_errors or response.error.code:
                 raise RuntimeError(str(response)[:200])
 
-        def post_requests(count: int) -> list[tuple[str, str, bytes, dict[str, str]]]:
-            headers = {"Content-Type": "application/json"}
-            return [
-                (
-                    "POST",
-                    "/end-of-call",
-                    json.dumps(demo_data.demo_end_of_call(uuid.uuid4().hex)).encode(),
-                    headers,
-                )
-                for _ in range(count)
-            ]
+        post_requests = demo_data.demo_end_of_call_requests
 
         def service_target(api: str) -> Callable[[int, int], Result]:
             def run(count: int, concurrency: int) -> Result:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -96,3 +97,13 @@ def demo_row() -> dict[str, Any]:
         redactor=_redactor(),
         store_agent_config=True,
     )
+
+
+def demo_end_of_call_requests(count: int) -> list[tuple[str, str, bytes, dict[str, str]]]:
+    """`count` end-of-call webhooks for new demo calls, as the benchmarks' load generator sends
+    them: (method, path, body, headers)."""
+    headers = {"Content-Type": "application/json"}
+    return [
+        ("POST", "/end-of-call", json.dumps(demo_end_of_call(uuid.uuid4().hex)).encode(), headers)
+        for _ in range(count)
+    ]
