@@ -17,6 +17,7 @@ NOT_AT_START_UP = (
     "google.api_core",
     "google.cloud.firestore",
     "google.cloud.bigquery",
+    "pydantic",
     "pydantic_settings",
     "detect_secrets",
     "phonenumbers",
