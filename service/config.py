@@ -54,10 +54,12 @@ class Rule:
     """What a setting accepts besides its type."""
 
     pattern: str | None = None  # text must match (the patterns are anchored)
+    upper: bool = False  # text is upper-cased before the other checks
     choices: tuple[str, ...] = ()
     ge: float | None = None
     gt: float | None = None
     le: float | None = None
+    check: Callable[[Any], None] | None = None  # raises ValueError naming what is wrong
 
 
 def setting(default: Any = dataclasses.MISSING, **rule: Any) -> Any:
@@ -66,6 +68,18 @@ def setting(default: Any = dataclasses.MISSING, **rule: Any) -> Any:
 
 
 NO_RULE = {"rule": Rule()}
+
+
+def _check_standard_webhooks_secrets(secrets: list[Secret]) -> None:
+    # Standard Webhooks secrets are `whsec_` + base64; a typo must stop the start-up with the
+    # variable named, not with a traceback (the secret itself is never echoed).
+    for secret in secrets:
+        text = secret.get_secret_value().removeprefix("whsec_")
+        try:
+            if not b64decode(text, validate=True):
+                raise ValueError
+        except (binascii.Error, ValueError):
+            raise ValueError("each secret must be whsec_ followed by base64") from None
 
 
 _NAME = r"^[A-Za-z0-9_\-]{1,100}$"
@@ -92,7 +106,9 @@ class Settings:
     # Authentication (see service/auth.py)
     webhook_tokens: list[Secret] = field(default_factory=list, metadata=NO_RULE)
     webhook_token_header: str = setting("X-Webhook-Token", pattern=r"^[A-Za-z0-9\-]{1,64}$")
-    webhook_signing_secrets: list[Secret] = field(default_factory=list, metadata=NO_RULE)
+    webhook_signing_secrets: list[Secret] = field(
+        default_factory=list, metadata={"rule": Rule(check=_check_standard_webhooks_secrets)}
+    )
     allow_unauthenticated: bool = setting(False)
 
     # Prefetch
@@ -183,7 +199,7 @@ class Settings:
 
     # Operations
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = setting(
-        "INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR")
+        "INFO", upper=True, choices=("DEBUG", "INFO", "WARNING", "ERROR")
     )
     trace_exporter: Literal["auto", "gcp", "console", "none"] = setting(
         "auto", choices=("auto", "gcp", "console", "none")
@@ -202,8 +218,9 @@ class Settings:
         problems = []
         for spec in dataclasses.fields(self):
             try:
-                value = _convert(spec.name, str(spec.type), getattr(self, spec.name))
-                _check(value, spec.metadata["rule"])
+                value = _check(
+                    _convert(str(spec.type), getattr(self, spec.name)), spec.metadata["rule"]
+                )
             except ValueError as exc:
                 problems.append(f"{spec.name.upper()}: {exc}")
             else:
@@ -237,16 +254,11 @@ class Settings:
         return f"{self.google_cloud_project}.{self.bigquery_dataset}.{self.bigquery_events_table}"
 
 
-def _convert(name: str, kind: str, value: Any) -> Any:
+def _convert(kind: str, value: Any) -> Any:
     converter = _CONVERTERS.get(kind) or (_text if kind.startswith("Literal") else None)
     if converter is None:
         raise TypeError(f"no converter for {kind}")
-    result: Any = converter(value)
-    if name == "webhook_signing_secrets":
-        _check_standard_webhooks_secrets(result)
-    if name == "log_level":
-        result = result.upper()
-    return result
+    return converter(value)
 
 
 def _text(value: Any) -> str:
@@ -322,18 +334,6 @@ def _secret_map(value: Any) -> dict[str, list[Secret]]:
     return secrets
 
 
-def _check_standard_webhooks_secrets(secrets: list[Secret]) -> None:
-    # Standard Webhooks secrets are `whsec_` + base64; a typo must stop the start-up with the
-    # variable named, not with a traceback (the secret itself is never echoed).
-    for secret in secrets:
-        text = secret.get_secret_value().removeprefix("whsec_")
-        try:
-            if not b64decode(text, validate=True):
-                raise ValueError
-        except (binascii.Error, ValueError):
-            raise ValueError("each secret must be whsec_ followed by base64") from None
-
-
 _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "str": _text,
     "int": _integer,
@@ -345,7 +345,10 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def _check(value: Any, rule: Rule) -> None:
+def _check(value: Any, rule: Rule) -> Any:
+    """`value` as the rule makes it (upper-cased where asked), or ValueError."""
+    if rule.upper:
+        value = value.upper()
     # fullmatch: a trailing newline (a pasted value) is not accepted the way `$` alone would
     if rule.pattern is not None and not re.fullmatch(rule.pattern, value):
         raise ValueError(f"must match {rule.pattern}")
@@ -357,6 +360,9 @@ def _check(value: Any, rule: Rule) -> None:
         raise ValueError(f"must be more than {rule.gt:g}")
     if rule.le is not None and value > rule.le:
         raise ValueError(f"must be at most {rule.le:g}")
+    if rule.check is not None:
+        rule.check(value)
+    return value
 
 
 def load_settings() -> Settings:
