@@ -109,3 +109,21 @@ def current_payload(session_id: str = "sess-current-1", **overrides: Any) -> dic
     }
     payload.update(overrides)
     return payload
+
+
+def stored_row(session_id: str, *, store_agent_config: bool = True) -> dict[str, Any]:
+    """The current-format payload of `session_id` as the service stores it, received now."""
+    from datetime import UTC, datetime
+
+    from service.end_of_call import normalise_call, parse_payload
+    from service.redaction import Redactor
+
+    raw = current_payload(session_id)
+    return normalise_call(
+        raw,
+        parse_payload(raw),
+        received_at=datetime.now(UTC),
+        source="webhook",
+        redactor=Redactor(["token"]),
+        store_agent_config=store_agent_config,
+    )

@@ -13,7 +13,7 @@ import pytest
 from service.dead_letters import DeadLetterStore, replay
 from service.sink import make_client as make_bigquery_client
 from tests.conftest import PROJECT, WRITE_APIS, query
-from tests.payloads import CHAT, SECRETS, current_payload, original_payload
+from tests.payloads import CHAT, SECRETS, current_payload, original_payload, stored_row
 
 
 def post(client: Any, body: Any, **headers: str) -> Any:
@@ -250,21 +250,8 @@ def test_bigquery_down_or_hanging_keeps_a_dead_letter_and_replay_lands_it(
 def test_replay_is_idempotent_after_a_crash_between_insert_and_delete(
     clean_firestore: Any, bigquery_client: Any, dataset: str, sink_for: Any
 ) -> None:
-    from datetime import UTC, datetime
-
-    from service.end_of_call import normalise_call, parse_payload
-    from service.redaction import Redactor
-
     store = DeadLetterStore(clean_firestore, "dead_letters")
-    raw = current_payload("crash-1")
-    row = normalise_call(
-        raw,
-        parse_payload(raw),
-        received_at=datetime.now(UTC),
-        source="webhook",
-        redactor=Redactor(["token"]),
-        store_agent_config=False,
-    )
+    row = stored_row("crash-1", store_agent_config=False)
     store.store(row, reason="insert_failed", error="test")
     sink = sink_for(dataset)
     # first replay inserts, then "crashes" before deleting: simulate by re-storing the letter

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -21,7 +20,7 @@ from service.storage_write_sink import (
     message_class,
 )
 from tests.conftest import PROJECT, ROOT, query
-from tests.payloads import current_payload
+from tests.payloads import stored_row as row
 
 ALL_TYPES = [
     {"name": "s", "type": "STRING"},
@@ -42,21 +41,6 @@ ALL_TYPES = [
         "fields": [{"name": "k", "type": "STRING"}, {"name": "v", "type": "FLOAT"}],
     },
 ]
-
-
-def row(session_id: str) -> dict[str, Any]:
-    from service.end_of_call import normalise_call, parse_payload
-    from service.redaction import Redactor
-
-    raw = current_payload(session_id)
-    return normalise_call(
-        raw,
-        parse_payload(raw),
-        received_at=datetime.now(UTC),
-        source="webhook",
-        redactor=Redactor(["token"]),
-        store_agent_config=True,
-    )
 
 
 def test_descriptor_uses_the_documented_proto_types() -> None:
