@@ -23,6 +23,6 @@ USER 10001:10001
 EXPOSE 8080
 # Cloud Run probes /health itself (startup and liveness probes in terraform/cloud_run.tf).
 #checkov:skip=CKV_DOCKER_2:Cloud Run ignores HEALTHCHECK and probes /health instead.
-# gunicorn with the request guard in front of functions-framework's app (service/server.py);
+# gunicorn with the request guard in front of functions-framework's app (service/web/server.py);
 # honours PORT, THREADS and CONCURRENCY.
-CMD ["python", "-m", "service.server"]
+CMD ["python", "-m", "service.web.server"]

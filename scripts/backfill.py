@@ -29,9 +29,9 @@ from urllib3.util.retry import Retry
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from service.config import Settings, get_settings
-from service.end_of_call import InvalidPayload, normalise_call, parse_payload
-from service.redaction import Redactor
-from service.row_limits import (
+from service.end_of_call.normalise import InvalidPayload, normalise_call, parse_payload
+from service.end_of_call.redaction import Redactor
+from service.stored_row import (
     MAX_REQUEST_BYTES,
     PayloadTooLarge,
     encoded_request_bytes,
@@ -127,7 +127,7 @@ def load(
     dry_run: bool = False,
 ) -> BackfillReport:
     """Normalise each call like the webhook does and insert in batches; lose nothing."""
-    from service.sink import InsertFailed
+    from service.stores.errors import InsertFailed
 
     report = BackfillReport()
     redactor = Redactor.from_settings(settings)
@@ -224,9 +224,9 @@ def main(argv: list[str] | None = None) -> int:
         print("backfill: set MILLIS_API_KEY", file=sys.stderr)
         return 2
 
-    from service.dead_letters import DeadLetterStore
-    from service.profiles import make_client as firestore_client
-    from service.sink import make_sink
+    from service.stores.bigquery import make_sink
+    from service.stores.dead_letters import DeadLetterStore
+    from service.stores.firestore import make_client as firestore_client
 
     settings = get_settings()
     api = CallLogs(args.base_url or REGIONS[args.region], api_key)

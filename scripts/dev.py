@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "scripts" / "lib")]
 
 import demo_data  # noqa: E402
 from emulators import running_emulators, treat_sigterm_as_ctrl_c  # noqa: E402
@@ -62,9 +62,9 @@ def main() -> None:
     log_dir = Path(tempfile.mkdtemp(prefix="millis-dev-"))
     with running_emulators(args.project, log_dir) as emulator_env:
         os.environ.update(emulator_env)
-        from service.profiles import make_client as firestore_client
-        from service.sink import create_tables_and_views
-        from service.sink import make_client as bigquery_client
+        from service.stores.bigquery import create_tables_and_views
+        from service.stores.bigquery import make_client as bigquery_client
+        from service.stores.firestore import make_client as firestore_client
 
         create_tables_and_views(bigquery_client(args.project), "millis")
         demo_data.seed(firestore_client(args.project, "(default)"))
@@ -77,7 +77,7 @@ def main() -> None:
             "PYTHONPATH": str(ROOT),
         }
         service = subprocess.Popen(
-            [str(ROOT / ".venv/bin/python"), "-m", "service.server"],
+            [str(ROOT / ".venv/bin/python"), "-m", "service.web.server"],
             cwd=ROOT,
             env=env,
         )

@@ -30,10 +30,10 @@ from google.cloud import bigquery
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from service.config import Settings, get_settings
-from service.dead_letters import DeadLetterStore
-from service.prefetch import normalise_phone
-from service.profiles import make_client as firestore_client
-from service.sink import make_client as bigquery_client
+from service.prefetch.answer import normalise_phone
+from service.stores.bigquery import make_client as bigquery_client
+from service.stores.dead_letters import DeadLetterStore
+from service.stores.firestore import make_client as firestore_client
 
 RUN_AGAIN_LATER = 3
 # Fields of a lookup-key profile that may hold the caller's number.

@@ -43,7 +43,7 @@ from typing import Any, TextIO
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from service.config import get_settings
-from service.prefetch import (
+from service.prefetch.answer import (
     LOOKUP_KEY,
     LOOKUP_PREFIX,
     PrefetchRequest,
@@ -53,8 +53,8 @@ from service.prefetch import (
     reserved_field_problems,
     safe_document_id,
 )
-from service.profiles import ClientDocumentReader, DocumentCache, ProfileStore, to_plain
-from service.profiles import make_client as firestore_client
+from service.prefetch.profiles import ClientDocumentReader, DocumentCache, ProfileStore, to_plain
+from service.stores.firestore import make_client as firestore_client
 
 BATCH_SIZE = 500  # Firestore's limit of writes per batch
 

@@ -2,7 +2,7 @@
 
     uv run python scripts/replay.py [--limit N] [--dry-run] [--alert-after-minutes M]
 
-The same code as the scheduled Cloud Run job (service/replay_job.py). Reads the same environment
+The same code as the scheduled Cloud Run job (service/jobs/replay.py). Reads the same environment
 variables as the service (GOOGLE_CLOUD_PROJECT, BIGQUERY_DATASET, ...). Exit code 0 when no dead
 letter older than M minutes (default 60) remains, 1 otherwise.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from service.replay_job import main
+from service.jobs.replay import main
 
 if __name__ == "__main__":
     sys.exit(main())

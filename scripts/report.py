@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from google.cloud import bigquery
 
 from service.config import get_settings
-from service.sink import make_client
+from service.stores.bigquery import make_client
 
 
 @dataclass

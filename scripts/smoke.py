@@ -39,8 +39,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from google.cloud import bigquery
 
-    from service.profiles import make_client as firestore_client
-    from service.sink import make_client as bigquery_client
+    from service.stores.bigquery import make_client as bigquery_client
+    from service.stores.firestore import make_client as firestore_client
 
     base = args.url.rstrip("/")
     headers = {"Authorization": f"Bearer {args.token}"}

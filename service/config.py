@@ -103,7 +103,7 @@ class Settings:
     bigquery_events_table: str = setting("call_events", pattern=r"^[A-Za-z0-9_]{1,1024}$")
     bigquery_location: str = setting("US")
 
-    # Authentication (see service/auth.py)
+    # Authentication (see service/web/auth.py)
     webhook_tokens: list[Secret] = field(default_factory=list, metadata=NO_RULE)
     webhook_token_header: str = setting("X-Webhook-Token", pattern=r"^[A-Za-z0-9\-]{1,64}$")
     webhook_signing_secrets: list[Secret] = field(
@@ -125,7 +125,8 @@ class Settings:
     # Reads in flight at once per instance; more requests share the next read (coalescer.py).
     prefetch_max_concurrent_reads: int = setting(1, ge=1, le=64)
     # JSON: {"agent_id": "secret"} or {"agent_id": ["new", "old"]} during a rotation. Those
-    # agents' lookup-key values count only when signed (`<key>_sig`, see service/prefetch.py).
+    # agents' lookup-key values count only when signed (`<key>_sig`, see
+    # service/prefetch/answer.py).
     lookup_signing_secrets: dict[str, list[Secret]] = field(default_factory=dict, metadata=NO_RULE)
 
     # End of call
@@ -134,8 +135,8 @@ class Settings:
     bigquery_insert_timeout_seconds: float = setting(6.0, gt=0, le=50)
     bigquery_insert_attempts: int = setting(3, ge=1, le=10)
     dead_letter_timeout_seconds: float = setting(3.0, gt=0, le=50)
-    # redacted: every field, secrets removed (service/redaction); allowlist: only the keys in
-    # AGENT_CONFIG_ALLOWLIST (at any depth), then redacted too; none: not stored.
+    # redacted: every field, secrets removed (service/end_of_call/redaction); allowlist: only the
+    # keys in AGENT_CONFIG_ALLOWLIST (at any depth), then redacted too; none: not stored.
     store_agent_config: Literal["redacted", "allowlist", "none"] = setting(
         "redacted", choices=("redacted", "allowlist", "none")
     )
@@ -206,10 +207,10 @@ class Settings:
     )
     k_service: str = setting("")  # set by Cloud Run; tells us we are deployed
 
-    # BigQuery write API (service/sink.py, service/storage_write_sink.py): storage_write appends to
-    # the table's default stream of the Storage Write API (at-least-once, half the price per GB, a
-    # free tier, faster here: README, "BigQuery write API"); insert_all is the legacy
-    # tabledata.insertAll (insertId de-duplication, best effort).
+    # BigQuery write API (service/stores/bigquery.py, service/stores/storage_write.py):
+    # storage_write appends to the table's default stream of the Storage Write API (at-least-once,
+    # half the price per GB, a free tier, faster here: README, "BigQuery write API"); insert_all is
+    # the legacy tabledata.insertAll (insertId de-duplication, best effort).
     bigquery_write_api: Literal["insert_all", "storage_write"] = setting(
         "storage_write", choices=("insert_all", "storage_write")
     )

@@ -1,6 +1,6 @@
 """HTTP entry point (functions-framework target `app`): wiring only. Settings, logging and tracing
-are set up once; the webhooks live in service.webhooks, the request guard in service.http_guard,
-and service.server serves it all with gunicorn."""
+are set up once; the webhooks live in service.web.routes, the request guard in service.web.guard,
+and service.web.server serves it all with gunicorn."""
 
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ import functions_framework
 
 from service.config import Settings, get_settings
 from service.telemetry import configure_logging, configure_tracing, shutdown_tracing
-from service.webhooks import WebhookHandler
+from service.web.routes import Router
 
 log = logging.getLogger("service")
 # Long enough for credentials and TLS; start-up never waits longer.
 WARM_UP_TIMEOUT_SECONDS = 3.0
 
 
-def build_handler(settings: Settings) -> WebhookHandler:
-    handler = WebhookHandler(settings)
+def build_handler(settings: Settings) -> Router:
+    handler = Router(settings)
     handler.store.warm_up(WARM_UP_TIMEOUT_SECONDS)
     return handler
 

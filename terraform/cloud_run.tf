@@ -49,7 +49,7 @@ resource "google_cloud_run_v2_service" "webhooks" {
           STORE_AGENT_CONFIG        = var.store_agent_config
           BIGQUERY_WRITE_API        = var.bigquery_write_api
           # gunicorn threads: one per concurrent request plus spares, so that a liveness probe
-          # always finds a free thread on a busy instance (service/server.py).
+          # always finds a free thread on a busy instance (service/web/server.py).
           THREADS = tostring(var.concurrency + 4)
         })
         content {

@@ -1,7 +1,7 @@
 # Dead letters replay themselves: a Cloud Run job from the service's image runs
-# `python -m service.replay_job` on a Cloud Scheduler schedule, under its own least-privilege
+# `python -m service.jobs.replay` on a Cloud Scheduler schedule, under its own least-privilege
 # account. The job exits 1 while dead letters older than replay_alert_after_minutes remain, so a
-# failed execution is what alerts a person. Leases (service/dead_letters.py) keep the job, a
+# failed execution is what alerts a person. Leases (service/stores/dead_letters.py) keep the job, a
 # manual run and an overlapping schedule from inserting one letter twice.
 locals {
   replay_project_roles = [
@@ -52,7 +52,7 @@ resource "google_cloud_run_v2_job" "replay" {
 
       containers {
         image   = var.image
-        command = ["python", "-m", "service.replay_job"]
+        command = ["python", "-m", "service.jobs.replay"]
 
         resources {
           limits = {

@@ -5,7 +5,7 @@ terraform {
     google = {
       source = "hashicorp/google"
       # Every argument and block here is checked against the schemas of 6.50.0, 7.41.0 and 8.7.0
-      # (tests/infra, fixture from scripts/provider_schema.py); 9.x is not checked yet.
+      # (tests/infra, fixture from scripts/lib/provider_schema.py); 9.x is not checked yet.
       version = ">= 6.50, < 9.0"
     }
     random = {

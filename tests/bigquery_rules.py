@@ -147,7 +147,7 @@ def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
-# -- the Storage Write API (service/storage_write_sink.py) --------------------------------------
+# -- the Storage Write API (service/stores/storage_write.py) --------------------------------------
 #
 # - https://cloud.google.com/python/docs/reference/bigquerystorage/latest/google.cloud.bigquery_storage_v1.types.AppendRowsRequest:
 #   one AppendRowsRequest under 10 MB;

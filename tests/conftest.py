@@ -42,21 +42,21 @@ def emulator_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
 
 @pytest.fixture(scope="session")
 def firestore_client(emulator_env: dict[str, str]) -> Any:
-    from service.profiles import make_client
+    from service.stores.firestore import make_client
 
     return make_client(PROJECT, "(default)")
 
 
 @pytest.fixture(scope="session")
 def bigquery_client(emulator_env: dict[str, str]) -> Any:
-    from service.sink import make_client
+    from service.stores.bigquery import make_client
 
     return make_client(PROJECT)
 
 
 @pytest.fixture(scope="session")
 def storage_write_client(emulator_env: dict[str, str]) -> Any:
-    from service.storage_write_sink import make_write_client
+    from service.stores.storage_write import make_write_client
 
     return make_write_client()
 
@@ -82,7 +82,7 @@ def write_client(write_api: str, request: pytest.FixtureRequest) -> Any:
 def sink_for(write_api: str, write_client: Any) -> Callable[..., Any]:
     """sink_for(dataset, timeout=10, attempts=3) -> the sink of the write API under test."""
     from service.config import Settings
-    from service.sink import make_sink
+    from service.stores.bigquery import make_sink
 
     def build(dataset: str, timeout: float = 10, attempts: int = 3) -> Any:
         settings = Settings(
@@ -108,7 +108,7 @@ def clean_firestore(emulator_env: dict[str, str], firestore_client: Any) -> Any:
 @pytest.fixture
 def dataset(bigquery_client: Any) -> str:
     """A fresh dataset with the call_events table and every view, unique to the test."""
-    from service.sink import create_tables_and_views
+    from service.stores.bigquery import create_tables_and_views
 
     name = f"t_{uuid.uuid4().hex[:12]}"
     create_tables_and_views(bigquery_client, name)
@@ -129,10 +129,10 @@ def query(bigquery_client: Any, sql: str, **parameters: Any) -> list[dict[str, A
 
 @pytest.fixture(scope="session")
 def framework_app(emulator_env: dict[str, str]) -> Any:
-    """The app exactly as service/server.py serves it: functions-framework's app of
+    """The app exactly as service/web/server.py serves it: functions-framework's app of
     service/main.py (target `app`) behind the request guard."""
     os.environ.setdefault("GOOGLE_CLOUD_PROJECT", PROJECT)
-    from service.server import build_app
+    from service.web.server import build_app
 
     return build_app()
 
@@ -149,7 +149,7 @@ def make_client(
     those settings (and optional injected clients/stores). The write API is the `write_api`
     fixture's unless a test passes bigquery_write_api; `bigquery` is that API's client."""
     from service.config import Settings
-    from service.webhooks import WebhookHandler
+    from service.web.routes import Router
 
     main_module = sys.modules["main"]  # the module functions-framework loaded from service/main.py
 
@@ -167,7 +167,7 @@ def make_client(
             bigquery = request.getfixturevalue(
                 "storage_write_client" if storage else "bigquery_client"
             )
-        handler = WebhookHandler(
+        handler = Router(
             Settings(**settings),
             firestore or clean_firestore,
             bigquery_client=bigquery,
@@ -208,13 +208,13 @@ def hanging_endpoint() -> Iterator[str]:
 
 @contextlib.contextmanager
 def served_service(env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """The service as deployed (`python -m service.server`) on a free port with `env` on top of
+    """The service as deployed (`python -m service.web.server`) on a free port with `env` on top of
     the current environment; yields its base URL once /health answers, and stops it after."""
     from emulators import free_port
 
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "service.server"],
+        [sys.executable, "-m", "service.web.server"],
         cwd=ROOT,
         env={**os.environ, **env, "PORT": str(port), "PYTHONPATH": str(ROOT)},
         stdout=subprocess.DEVNULL,
@@ -260,7 +260,7 @@ def rows_conform_to_bigquery(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
     monkeypatch.setattr(bigquery.Client, "insert_rows_json", checked)
 
-    from service.storage_write_sink import _Connection
+    from service.stores.storage_write import _Connection
     from tests.bigquery_rules import assert_append_request_conforms
 
     original_send = _Connection.send
@@ -278,7 +278,7 @@ def rows_conform_to_bigquery(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(_Connection, "send", checked_send)
     yield
     # Each test's handlers keep an AppendRows connection open; the emulator serves a handful.
-    from service.storage_write_sink import close_all_connections
+    from service.stores.storage_write import close_all_connections
 
     close_all_connections()
     assert not breaches, f"rows real BigQuery would refuse: {breaches}"

@@ -115,8 +115,8 @@ def stored_row(session_id: str, *, store_agent_config: bool = True) -> dict[str,
     """The current-format payload of `session_id` as the service stores it, received now."""
     from datetime import UTC, datetime
 
-    from service.end_of_call import normalise_call, parse_payload
-    from service.redaction import Redactor
+    from service.end_of_call.normalise import normalise_call, parse_payload
+    from service.end_of_call.redaction import Redactor
 
     raw = current_payload(session_id)
     return normalise_call(

@@ -216,7 +216,7 @@ def test_dockerfile_runs_the_guarded_server_as_non_root_from_the_lock_file() -> 
     assert text.count("FROM ") == 2
     assert "uv sync --frozen --no-dev" in text
     assert re.search(r"^USER 10001", text, re.MULTILINE)
-    assert 'CMD ["python", "-m", "service.server"]' in text
+    assert 'CMD ["python", "-m", "service.web.server"]' in text
 
 
 def test_cloudbuild_matches_its_schema_and_deploys_the_commit() -> None:
@@ -237,7 +237,7 @@ def test_cloudbuild_matches_its_schema_and_deploys_the_commit() -> None:
 
 
 def test_probes_use_a_path_the_service_serves_and_not_ending_in_z() -> None:
-    from service.http_guard import ROUTES
+    from service.web.guard import ROUTES
 
     text = (TERRAFORM / "cloud_run.tf").read_text()
     paths = re.findall(r'path\s*=\s*"([^"]+)"', text)
@@ -365,7 +365,7 @@ def _unknown_arguments(body: dict[str, Any], schema: dict[str, Any], path: str) 
 @pytest.mark.parametrize("version", sorted(PROVIDER_SCHEMA))
 def test_every_argument_and_block_exists_in_the_provider_schema(version: str) -> None:
     """Against the schemas of every provider version the constraints in versions.tf admit and
-    we checked (scripts/provider_schema.py reads them from the cdktn-provider-* wheels)."""
+    we checked (scripts/lib/provider_schema.py reads them from the cdktn-provider-* wheels)."""
     provider = version.split()[0]
     schemas = PROVIDER_SCHEMA[version]
     unknown: list[str] = []
@@ -406,9 +406,9 @@ def test_replay_job_runs_the_replay_module_on_a_schedule_with_least_privilege() 
     assert [unquote(part) for part in container["command"]] == [
         "python",
         "-m",
-        "service.replay_job",
+        "service.jobs.replay",
     ]
-    assert (ROOT / "service" / "replay_job.py").is_file()
+    assert (ROOT / "service" / "jobs" / "replay.py").is_file()
     assert job["template"][0]["template"][0]["service_account"] == (
         "${google_service_account.replay.email}"
     )

@@ -76,7 +76,7 @@ def test_end_of_call_budgets_must_fit_the_request_timeout(monkeypatch: pytest.Mo
 
 
 def test_defaults_fit_cloud_runs_shutdown_window(monkeypatch: pytest.MonkeyPatch) -> None:
-    from service.server import GRACEFUL_TIMEOUT_SECONDS, server_options
+    from service.web.server import GRACEFUL_TIMEOUT_SECONDS, server_options
 
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "my-project")
     settings = load_settings()

@@ -28,7 +28,7 @@ NOT_AT_START_UP = (
 def loaded_at_start_up(**env: str) -> set[str]:
     program = (
         "import json, sys\n"
-        "import service.server, service.main\n"
+        "import service.web.server, service.main\n"
         "print(json.dumps(sorted(sys.modules)))\n"
     )
     result = subprocess.run(
@@ -53,7 +53,7 @@ def loaded_at_start_up(**env: str) -> set[str]:
 
 def test_the_served_app_loads_no_heavy_client_before_its_first_answer() -> None:
     modules = loaded_at_start_up()
-    assert "service.firestore_rest" in modules and "urllib3" in modules
+    assert "service.prefetch.firestore_rest" in modules and "urllib3" in modules
     loaded = {name for name in NOT_AT_START_UP if name in modules}
     assert loaded == set()
 

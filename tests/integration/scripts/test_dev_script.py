@@ -1,0 +1,130 @@
+"""scripts/dev.py as a user runs it: a real process tree, stopped by SIGTERM like by Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+from emulators import free_port
+
+from tests.conftest import ROOT
+
+
+def descendants(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in map(int, children):
+            found |= {child} | descendants(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ")[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def test_sigterm_stops_the_service_and_both_emulators() -> None:
+    port = free_port()
+    dev = subprocess.Popen(
+        [sys.executable, "scripts/dev.py", "--port", str(port)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert dev.poll() is None and time.monotonic() < deadline
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.5)
+        children = descendants(dev.pid)
+        assert len(children) >= 3  # the service and two emulators (and their own children)
+        dev.send_signal(signal.SIGTERM)
+        dev.wait(timeout=60)
+        deadline = time.monotonic() + 30
+        while any(alive(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [pid for pid in children if alive(pid)]
+    finally:
+        if dev.poll() is None:
+            dev.kill()
+            dev.wait(10)
+
+
+def test_a_taken_port_fails_at_once_with_a_clear_message() -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "scripts/dev.py", "--port", str(port)],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode != 0
+    assert f"port {port} is already in use" in result.stderr
+    assert time.monotonic() - started < 30  # no emulator was started
+
+
+def test_benchmark_scripts_stop_what_they_started_on_sigterm(tmp_path: Path) -> None:
+    # Every benchmark calls treat_sigterm_as_ctrl_c() first; without it Python dies on SIGTERM
+    # without running the `finally` that stops the emulators and the service.
+    marker = tmp_path / "stopped"
+    program = (
+        "import sys, time\n"
+        f"sys.path.insert(0, {str(ROOT / 'scripts' / 'lib')!r})\n"
+        "from emulators import treat_sigterm_as_ctrl_c\n"
+        "treat_sigterm_as_ctrl_c()\n"
+        "try:\n"
+        "    print('ready', flush=True)\n"
+        "    time.sleep(30)\n"
+        "finally:\n"
+        f"    open({str(marker)!r}, 'w').write('stopped')\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE)
+    try:
+        assert process.stdout is not None and process.stdout.readline() == b"ready\n"
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert marker.read_text() == "stopped"
+    benchmarks = [path for path in (ROOT / "bench").glob("*.py") if path.stem != "benchlib"]
+    assert len(benchmarks) >= 7
+    for script in benchmarks:
+        assert "treat_sigterm_as_ctrl_c()" in script.read_text(), script.name
+
+
+def test_bench_run_lists_every_benchmark_and_refuses_an_unknown_name() -> None:
+    listing = subprocess.run(
+        [str(ROOT / "bench" / "run"), "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for script in (ROOT / "bench").glob("*.py"):
+        if script.stem != "benchlib":
+            assert f"  {script.stem} " in listing
+    unknown = subprocess.run(
+        [str(ROOT / "bench" / "run"), "no-such-benchmark"], capture_output=True, text=True
+    )
+    assert unknown.returncode == 2 and "no benchmark named" in unknown.stderr
