@@ -99,8 +99,9 @@ def test_lookup_signing_secrets_accept_one_or_several(monkeypatch: pytest.Monkey
 
 
 def test_settings_read_the_environment_by_name_in_any_case() -> None:
-    # Read without pydantic for start-up time (README, "Cold start and memory"): names match in
-    # any case, unknown variables are ignored, lists are comma-separated, the map is JSON.
+    # Read without pydantic for start-up time (docs/performance.md, "Cold start and memory"):
+    # names match in any case, unknown variables are ignored, lists are comma-separated, the map
+    # is JSON.
     settings = Settings.from_environment(
         {
             "google_cloud_project": "my-project",

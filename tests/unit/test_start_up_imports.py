@@ -1,5 +1,5 @@
-"""What a new instance loads before its first answer (README, "Cold start and memory"): the
-served app imports none of the end-of-call path's or tracing's heavy clients."""
+"""What a new instance loads before its first answer (docs/performance.md, "Cold start and
+memory"): the served app imports none of the end-of-call path's or tracing's heavy clients."""
 
 from __future__ import annotations
 

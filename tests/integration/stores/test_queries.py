@@ -1,4 +1,4 @@
-"""The README's example queries, run against the views in the BigQuery emulator."""
+"""The example queries of the README and docs/, run against the views in the BigQuery emulator."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ from tests.conftest import PROJECT, ROOT, query
 from tests.payloads import current_payload
 
 EXAMPLE = re.compile(r"<!-- example-query: (\w+) -->\n```sql\n(.*?)```", re.DOTALL)
-EXAMPLES = dict(EXAMPLE.findall((ROOT / "README.md").read_text()))
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+EXAMPLES = dict(
+    example for document in DOCUMENTS for example in EXAMPLE.findall(document.read_text())
+)
 DAY = 86_400
 
 
@@ -82,8 +85,15 @@ def results(
     }
 
 
-def test_readme_has_the_examples() -> None:
-    assert len(EXAMPLES) >= 5
+def test_readme_and_docs_have_the_examples() -> None:
+    assert set(EXAMPLES) == {
+        "agent_last_week_by_provider",
+        "most_expensive_calls_this_month",
+        "cost_per_minute_by_day",
+        "monthly_cost_per_agent",
+        "failed_calls",
+        "transcripts_mentioning_refund",
+    }
 
 
 def test_agent_cost_last_week_by_provider(results: dict[str, list[dict[str, Any]]]) -> None:
