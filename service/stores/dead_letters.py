@@ -11,7 +11,7 @@ import hashlib
 import json
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -36,6 +36,7 @@ class DeadLetter:
     error: str
     created_at: datetime | None
     row: dict[str, Any]
+    chunk_count: int = 0
 
 
 def dead_letter_id(row: dict[str, Any]) -> str:
@@ -96,25 +97,47 @@ class DeadLetterStore:
         # The library's default retry may outlast the request; bound it by what is left.
         return Retry(initial=0.1, maximum=1.0, timeout=remaining)
 
-    def list(self, limit: int | None = None) -> Iterator[DeadLetter]:
-        query = self.collection.order_by("created_at")
-        if limit:
-            query = query.limit(limit)
-        for snapshot in query.stream(timeout=60):
-            data = snapshot.to_dict() or {}
-            if "payload" in data:
-                compressed = bytes(data["payload"])
-            else:
-                chunks = parent_chunks(snapshot.reference, int(data.get("chunk_count", 0)))
-                compressed = b"".join(chunks)
-            yield DeadLetter(
-                id=snapshot.id,
-                session_id=data.get("session_id", ""),
-                reason=data.get("reason", ""),
-                error=data.get("error", ""),
-                created_at=data.get("created_at"),
-                row=json.loads(zlib.decompress(compressed)),
-            )
+    def page(self, after: Any = None, size: int = 200) -> tuple[list[DeadLetter], Any]:
+        """The `size` oldest dead letters after the cursor `after` (None: from the oldest), and
+        the cursor of this page. One short request per page: no query stream stays open while
+        the caller works (a stream held past its deadline breaks google-cloud-firestore's resume,
+        googleapis/python-firestore#596)."""
+        query = self.collection.order_by("created_at").limit(size)
+        if after is not None:
+            query = query.start_after(after)
+        snapshots = query.get(retry=self._retry(60), timeout=60)
+        return [self._letter(snapshot) for snapshot in snapshots], (
+            snapshots[-1] if snapshots else after
+        )
+
+    def list(self, limit: int | None = None, page_size: int = 200) -> Iterator[DeadLetter]:
+        """Every dead letter, oldest first, read page by page."""
+        after, seen = None, 0
+        while limit is None or seen < limit:
+            size = page_size if limit is None else min(page_size, limit - seen)
+            letters, after = self.page(after, size)
+            yield from letters
+            seen += len(letters)
+            if len(letters) < size:
+                return
+
+    @staticmethod
+    def _letter(snapshot: Any) -> DeadLetter:
+        data = snapshot.to_dict() or {}
+        if "payload" in data:
+            compressed = bytes(data["payload"])
+        else:
+            chunks = parent_chunks(snapshot.reference, int(data.get("chunk_count", 0)))
+            compressed = b"".join(chunks)
+        return DeadLetter(
+            id=snapshot.id,
+            session_id=data.get("session_id", ""),
+            reason=data.get("reason", ""),
+            error=data.get("error", ""),
+            created_at=data.get("created_at"),
+            row=json.loads(zlib.decompress(compressed)),
+            chunk_count=int(data.get("chunk_count", 0)),
+        )
 
     def claim(self, document_id: str, owner: str, lease_seconds: float) -> bool:
         """Take a dead letter for `lease_seconds`, in a transaction: two replays running at once
@@ -139,6 +162,43 @@ class DeadLetterStore:
             return True
 
         return bool(take(self.client.transaction()))
+
+    def claim_many(self, document_ids: Sequence[str], owner: str, lease_seconds: float) -> set[str]:
+        """claim() for a page of letters in one transaction (at most 500, Firestore's limit of
+        writes per transaction): the ids taken."""
+        references = [self.collection.document(document_id) for document_id in document_ids]
+        now = datetime.now(UTC)
+
+        @firestore.transactional
+        def take(transaction: firestore.Transaction) -> set[str]:
+            free = []
+            for snapshot in transaction.get_all(references):
+                lease = (snapshot.to_dict() or {}).get("lease_until") if snapshot.exists else None
+                if snapshot.exists and (lease is None or lease <= now):
+                    free.append(snapshot.reference)
+            for reference in free:
+                transaction.update(
+                    reference,
+                    {"lease_until": now + timedelta(seconds=lease_seconds), "lease_owner": owner},
+                )
+            return {reference.id for reference in free}
+
+        return set(take(self.client.transaction()))
+
+    def delete_many(self, letters: Sequence[DeadLetter]) -> None:
+        """Delete replayed letters (and their chunks) in batches of at most 500 writes."""
+        references = []
+        for letter in letters:
+            parent = self.collection.document(letter.id)
+            references += [
+                parent.collection("chunks").document(str(n)) for n in range(letter.chunk_count)
+            ]
+            references.append(parent)  # last: a parent that exists is complete
+        for start in range(0, len(references), 500):
+            batch = self.client.batch()
+            for reference in references[start : start + 500]:
+                batch.delete(reference)
+            batch.commit()
 
     def delete(self, document_id: str) -> None:
         parent = self.collection.document(document_id)
@@ -170,13 +230,19 @@ class ReplayReport:
     replayed: list[str] = field(default_factory=list)
     still_failing: dict[str, str] = field(default_factory=dict)  # dead letter id -> error
     skipped: list[str] = field(default_factory=list)  # held by another replay
+    pages: int = 0
+    # Why the run ended before the last letter: "" (it did not), "time budget", "bigquery failing"
+    stopped: str = ""
 
     def summary(self) -> str:
         lines = [
             f"replayed {len(self.replayed)}, still failing {len(self.still_failing)}, "
-            f"held by another replay {len(self.skipped)}"
+            f"held by another replay {len(self.skipped)}, in {self.pages} pages"
+            + (f"; stopped early: {self.stopped}" if self.stopped else "")
         ]
-        lines += [f"  {key}: {error}" for key, error in self.still_failing.items()]
+        lines += [f"  {key}: {error}" for key, error in list(self.still_failing.items())[:20]]
+        if len(self.still_failing) > 20:
+            lines.append(f"  ... and {len(self.still_failing) - 20} more")
         return "\n".join(lines)
 
 
@@ -187,27 +253,79 @@ def replay(
     limit: int | None = None,
     owner: str = "replay",
     lease_seconds: float = 120.0,
+    page_size: int = 200,
+    max_seconds: float | None = None,
+    progress: Callable[[ReplayReport], None] | None = None,
 ) -> ReplayReport:
     """Re-insert dead letters into BigQuery; delete each only once BigQuery has accepted it.
+
+    Page by page (oldest first, `page_size` letters, a cursor between pages): the page is leased,
+    inserted in one request and deleted in batches; `progress` is called after each page. The run
+    ends at the last letter, at `limit` letters, when `max_seconds` have passed (no new page
+    starts after), or when BigQuery refuses a page (an outage: the next scheduled run retries).
 
     Idempotent: a dead letter inserted but not yet deleted (a crash in between) is inserted again
     with the same insert id (the row's content hash), and the `calls` view keeps one row per
     session. Letters written by older versions are first brought to today's rules.
     """
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
     report = ReplayReport()
-    for letter in store.list(limit):
-        if not store.claim(letter.id, owner, lease_seconds):
-            report.skipped.append(letter.id)  # another replay has it
-            continue
-        row = conform_stored_row({**letter.row, "source": "replay"}, datetime.now(UTC))
-        try:
-            errors = sink.insert([row], [insert_id(row)])
-        except InsertFailed as exc:
-            report.still_failing[letter.id] = str(exc)
-            continue
-        if errors:
-            report.still_failing[letter.id] = errors[0].message
-            continue
-        store.delete(letter.id)
-        report.replayed.append(letter.id)
+    after, seen = None, 0
+    while limit is None or seen < limit:
+        if deadline is not None and time.monotonic() >= deadline:
+            report.stopped = "time budget"
+            break
+        size = min(page_size, 500) if limit is None else min(page_size, 500, limit - seen)
+        letters, after = store.page(after, size)
+        if not letters:
+            break
+        seen += len(letters)
+        report.pages += 1
+        taken = store.claim_many([letter.id for letter in letters], owner, lease_seconds)
+        report.skipped += [letter.id for letter in letters if letter.id not in taken]
+        claimed = [letter for letter in letters if letter.id in taken]
+        failed = _replay_page(claimed, store, sink, report)
+        if progress is not None:
+            progress(report)
+        if failed:
+            report.stopped = "bigquery failing"
+            break
+        if len(letters) < size:
+            break
     return report
+
+
+def _replay_page(
+    letters: list[DeadLetter], store: DeadLetterStore, sink: Any, report: ReplayReport
+) -> bool:
+    """Insert one page's letters; True when BigQuery failed (not a refused row: an outage)."""
+    if not letters:
+        return False
+    now = datetime.now(UTC)
+    rows = [conform_stored_row({**letter.row, "source": "replay"}, now) for letter in letters]
+    try:
+        errors = sink.insert(rows, [insert_id(row) for row in rows])
+    except InsertFailed as exc:
+        report.still_failing.update({letter.id: str(exc) for letter in letters})
+        return True
+    inserted: list[DeadLetter] = []
+    if errors:
+        # BigQuery refuses the whole request when one row is invalid (the others are "stopped"):
+        # one request per letter finds which, and stores the others.
+        for letter, row in zip(letters, rows, strict=True):
+            try:
+                row_errors = sink.insert([row], [insert_id(row)])
+            except InsertFailed as exc:
+                report.still_failing[letter.id] = str(exc)
+                store.delete_many(inserted)
+                report.replayed += [done.id for done in inserted]
+                return True
+            if row_errors:
+                report.still_failing[letter.id] = row_errors[0].message
+            else:
+                inserted.append(letter)
+    else:
+        inserted = list(letters)
+    store.delete_many(inserted)
+    report.replayed += [letter.id for letter in inserted]
+    return False
