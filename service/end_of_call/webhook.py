@@ -124,6 +124,7 @@ class EndOfCallWebhook:
             if self._stores is None:
                 from service.end_of_call.redaction import Redactor
                 from service.stores.bigquery import make_sink
+                from service.stores.breaker import BreakerSink
                 from service.stores.dead_letters import DeadLetterStore
                 from service.stores.firestore import make_client as firestore_client
 
@@ -133,7 +134,12 @@ class EndOfCallWebhook:
                         settings.google_cloud_project, settings.firestore_database
                     )
                 self._stores = (
-                    make_sink(settings, self.bigquery_client),
+                    # While BigQuery fails, calls become dead letters at once (stores/breaker.py).
+                    BreakerSink(
+                        make_sink(settings, self.bigquery_client),
+                        failures=settings.bigquery_breaker_failures,
+                        probe_seconds=settings.bigquery_breaker_probe_seconds,
+                    ),
                     DeadLetterStore(
                         self.firestore_client,
                         settings.dead_letter_collection,
