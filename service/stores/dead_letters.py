@@ -284,7 +284,7 @@ def replay(
         taken = store.claim_many([letter.id for letter in letters], owner, lease_seconds)
         report.skipped += [letter.id for letter in letters if letter.id not in taken]
         claimed = [letter for letter in letters if letter.id in taken]
-        failed = _replay_page(claimed, store, sink, report)
+        failed = bool(claimed) and _replay_page(claimed, store, sink, report)
         if progress is not None:
             progress(report)
         if failed:
@@ -299,33 +299,30 @@ def _replay_page(
     letters: list[DeadLetter], store: DeadLetterStore, sink: Any, report: ReplayReport
 ) -> bool:
     """Insert one page's letters; True when BigQuery failed (not a refused row: an outage)."""
-    if not letters:
-        return False
     now = datetime.now(UTC)
     rows = [conform_stored_row({**letter.row, "source": "replay"}, now) for letter in letters]
-    try:
-        errors = sink.insert(rows, [insert_id(row) for row in rows])
-    except InsertFailed as exc:
-        report.still_failing.update({letter.id: str(exc) for letter in letters})
-        return True
-    inserted: list[DeadLetter] = []
-    if errors:
-        # BigQuery refuses the whole request when one row is invalid (the others are "stopped"):
-        # one request per letter finds which, and stores the others.
-        for letter, row in zip(letters, rows, strict=True):
-            try:
-                row_errors = sink.insert([row], [insert_id(row)])
-            except InsertFailed as exc:
-                report.still_failing[letter.id] = str(exc)
-                store.delete_many(inserted)
-                report.replayed += [done.id for done in inserted]
-                return True
-            if row_errors:
-                report.still_failing[letter.id] = row_errors[0].message
-            else:
-                inserted.append(letter)
-    else:
-        inserted = list(letters)
-    store.delete_many(inserted)
-    report.replayed += [letter.id for letter in inserted]
-    return False
+    pending = list(range(len(letters)))  # indexes still to send
+    stored: list[DeadLetter] = []
+    outage = False
+    # Two rounds at most: insertAll refuses a whole request that holds an invalid row, listing
+    # the other rows as "stopped" (not stored); they are sent again without it. (The Storage
+    # Write sink re-sends them itself and lists only the invalid rows.)
+    for _ in range(2):
+        if not pending:
+            break
+        try:
+            errors = sink.insert([rows[i] for i in pending], [insert_id(rows[i]) for i in pending])
+        except InsertFailed as exc:
+            report.still_failing.update({letters[i].id: str(exc) for i in pending})
+            outage = True
+            break
+        refused = {pending[error.index]: error.message for error in errors}
+        stored += [letters[i] for i in pending if i not in refused]
+        pending = [i for i, message in refused.items() if message.startswith("stopped")]
+        report.still_failing.update(
+            {letters[i].id: message for i, message in refused.items() if i not in pending}
+        )
+    report.still_failing.update({letters[i].id: "stopped twice" for i in pending})
+    store.delete_many(stored)
+    report.replayed += [letter.id for letter in stored]
+    return outage

@@ -209,10 +209,12 @@ class RefusesOneRow:
     def __init__(self, sink: BigQuerySink, bad: str) -> None:
         self.sink = sink
         self.bad = bad
+        self.requests = 0
 
     def insert(self, rows: Any, row_ids: Any) -> Any:
         from service.stores.errors import RowError
 
+        self.requests += 1
         if any(row["session_id"] == self.bad for row in rows):
             return [
                 RowError(i, "invalid: bad" if row["session_id"] == self.bad else "stopped: ")
@@ -230,6 +232,7 @@ def test_a_refused_row_keeps_its_letter_and_the_rest_of_its_page_is_stored(
         BigQuerySink(bigquery_client, f"{PROJECT}.{dataset}.call_events", 10, 3), "page-7"
     )
     report = replay(store, sink, page_size=20)
+    assert sink.requests == 3  # the page with the refused row once more, without it
     assert len(report.replayed) == 29
     assert list(report.still_failing.values()) == ["invalid: bad"]
     assert [letter.session_id for letter in store.list()] == ["page-7"]
