@@ -101,6 +101,9 @@ def test_bigquery_stopped_mid_run_loses_nothing(
         bigquery_write_api=write_api,
         bigquery_insert_timeout_seconds=1.0,
         bigquery_insert_attempts=2,
+        # The circuit breaker probes BigQuery on the first call after the restart (with the
+        # default 5 s, calls in the first seconds after it would still be dead-lettered).
+        bigquery_breaker_probe_seconds=0.1,
     )
     sent = [f"fault-bq-{i}" for i in range(30)]
     statuses = []
