@@ -135,10 +135,12 @@ class Settings:
     bigquery_insert_timeout_seconds: float = setting(6.0, gt=0, le=50)
     bigquery_insert_attempts: int = setting(3, ge=1, le=10)
     dead_letter_timeout_seconds: float = setting(3.0, gt=0, le=50)
-    # After this many failed inserts in a row, calls go straight to the dead-letter store and
-    # one insert every BIGQUERY_BREAKER_PROBE_SECONDS tries BigQuery again (stores/breaker.py).
+    # After this many failed inserts in a row, or while one insert has waited longer than
+    # BIGQUERY_BREAKER_SLOW_SECONDS, calls go straight to the dead-letter store; one insert every
+    # BIGQUERY_BREAKER_PROBE_SECONDS tries BigQuery again (stores/breaker.py).
     bigquery_breaker_failures: int = setting(3, ge=1, le=1000)
     bigquery_breaker_probe_seconds: float = setting(5.0, gt=0, le=600)
+    bigquery_breaker_slow_seconds: float = setting(2.0, gt=0, le=50)
     # redacted: every field, secrets removed (service/end_of_call/redaction); allowlist: only the
     # keys in AGENT_CONFIG_ALLOWLIST (at any depth), then redacted too; none: not stored.
     store_agent_config: Literal["redacted", "allowlist", "none"] = setting(

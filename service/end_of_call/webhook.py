@@ -139,6 +139,7 @@ class EndOfCallWebhook:
                         make_sink(settings, self.bigquery_client),
                         failures=settings.bigquery_breaker_failures,
                         probe_seconds=settings.bigquery_breaker_probe_seconds,
+                        slow_seconds=settings.bigquery_breaker_slow_seconds,
                     ),
                     DeadLetterStore(
                         self.firestore_client,

@@ -117,3 +117,30 @@ def test_a_success_between_failures_starts_the_count_again() -> None:
         else:
             breaker.insert([{}], ["id"])
     assert not breaker.is_open
+
+
+def test_while_an_insert_hangs_past_slow_seconds_new_calls_are_not_attempted() -> None:
+    release, entered = threading.Event(), threading.Event()
+
+    class Hanging(FlakyBigQuery):
+        def insert(self, rows: Any, row_ids: Any) -> list[RowError]:
+            self.calls += 1
+            if self.calls == 1:
+                entered.set()
+                release.wait(5)
+            return []
+
+    clock, bigquery = Clock(), Hanging()
+    breaker = BreakerSink(bigquery, failures=3, probe_seconds=5, slow_seconds=2, clock=clock)
+    hung = threading.Thread(target=breaker.insert, args=([{}], ["id"]))
+    hung.start()
+    assert entered.wait(5)
+    clock.now += 1.9
+    assert breaker.insert([{}], ["id"]) == []  # not yet slow: attempted
+    clock.now += 0.2
+    with pytest.raises(CircuitOpen):
+        breaker.insert([{}], ["id"])
+    release.set()
+    hung.join(5)
+    assert breaker.insert([{}], ["id"]) == []  # the hung insert answered: attempted again
+    assert bigquery.calls == 3
