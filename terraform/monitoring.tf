@@ -246,11 +246,14 @@ resource "google_monitoring_alert_policy" "replay_failures" {
   documentation {
     mime_type = "text/markdown"
     content   = <<-EOT
-      The replay job failed: dead letters older than ${var.replay_alert_after_minutes} minutes
-      remain (or the job itself could not run). Their calls are safe in Firestore but missing
-      from the cost views. Run `uv run python scripts/replay.py --dry-run` to see each letter's
-      error: BigQuery down or refusing (quota, permissions), or a row it rejects (open an issue
-      with the error, never the row).
+      The replay job is stuck: dead letters older than ${var.replay_alert_after_minutes} minutes
+      remain and its last run could not move them (or the job itself could not run). A run that
+      is draining a large backlog succeeds, so this is not a backlog. The job's log says why: one
+      line per page (replayed, still failing, how many remain) and a last line `stuck: ...`.
+      Their calls are safe in Firestore but missing from the cost views. Run
+      `uv run python scripts/replay.py --dry-run` to see each letter's error: BigQuery down or
+      refusing (quota, permissions), or a row it rejects (open an issue with the error, never the
+      row).
     EOT
   }
 }

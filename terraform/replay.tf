@@ -1,7 +1,8 @@
 # Dead letters replay themselves: a Cloud Run job from the service's image runs
 # `python -m service.jobs.replay` on a Cloud Scheduler schedule, under its own least-privilege
-# account. The job exits 1 while dead letters older than replay_alert_after_minutes remain, so a
-# failed execution is what alerts a person. Leases (service/stores/dead_letters.py) keep the job, a
+# account. The job exits 1 when it is stuck (dead letters older than replay_alert_after_minutes
+# remain and the run could not move them), so a failed execution is what alerts a person; a run
+# that drains a backlog over its 540 s budget succeeds and the next run continues. Leases (service/stores/dead_letters.py) keep the job, a
 # manual run and an overlapping schedule from inserting one letter twice.
 locals {
   replay_project_roles = [
