@@ -45,6 +45,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -541,6 +542,10 @@ def check(
         "prefetch_p99_s": round(percentile(prefetch_ok, 0.99), 3),
         "prefetch_max_s": round(max(prefetch_ok, default=0.0), 3),
         "prefetches_late": len(late),
+        # When they were sent (5 s bins): lateness lines up with a fault or it does not.
+        "prefetches_late_by_5s": {
+            str(t): n for t, n in sorted(Counter(int(p.sent_at // 5) * 5 for p in late).items())
+        },
         "prefetches_5xx_or_unanswered": len(server_errors),
         "prefetches_cut_by_worker_kill": len(cut),
         "rss_mib_start": round(samples[0]["rss_mib"], 1) if samples else 0,
