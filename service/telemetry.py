@@ -37,6 +37,11 @@ _TRACE_HEADERS = tuple(_PROPAGATOR.fields)  # the headers those two read
 
 tracer = trace.get_tracer("millis-webhooks")
 
+# Lines that log-based metrics and alerts read (terraform/monitoring.tf: "webhook request", "call
+# kept as a dead letter") go through this logger, written at every LOG_LEVEL: a quieter level must
+# never silence an alert (tests/integration/test_alert_signals.py checks each metric's filter).
+signals = logging.getLogger("service.signals")
+
 
 class CloudLoggingFormatter(logging.Formatter):
     def __init__(self, project: str) -> None:
@@ -83,6 +88,7 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
+    signals.setLevel(min(logging.INFO, root.level))
     # Client libraries log request details at DEBUG/INFO; keep them quiet.
     for noisy in ("google", "urllib3", "grpc", "werkzeug"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
