@@ -25,13 +25,13 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
-
 sys.path.insert(0, str(Path(__file__).resolve().parent / "lib"))
 
 import toolkit  # first: the project's Python and modules
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from service.config import Settings, get_settings
 from service.end_of_call.normalise import InvalidPayload, normalise_call, parse_payload

@@ -24,7 +24,9 @@ DOC = ROOT / "docs" / "bigquery.md"
 START, END = "<!-- column-reference:start -->", "<!-- column-reference:end -->"
 
 
-def table_fields(prefix: str = "", fields: list[dict[str, Any]] | None = None) -> list[tuple[str, str, str]]:
+def table_fields(
+    prefix: str = "", fields: list[dict[str, Any]] | None = None
+) -> list[tuple[str, str, str]]:
     """(name, type, description) of every column of call_events, nested fields as `a.b`."""
     if fields is None:
         fields = json.loads((SCHEMAS / "call_events.json").read_text())
