@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import pytest
 import toolkit
+
+import pytest
 
 from service.config import ConfigurationError
 
@@ -44,7 +45,7 @@ def test_the_dev_stack_file_when_its_process_runs(
 
 
 def test_a_stale_or_missing_stack_file_is_a_one_line_error(no_stack: Path) -> None:
-    with pytest.raises(toolkit.ToolError, match="start ./scripts/dev"):
+    with pytest.raises(toolkit.ToolError, match=r"start \./scripts/dev"):
         toolkit.use_stack("report")
     toolkit.write_stack_file(no_stack, {"GOOGLE_CLOUD_PROJECT": "x", "DEV_PID": "999999999"})
     with pytest.raises(toolkit.ToolError, match="no longer running"):

@@ -103,6 +103,7 @@ def run_tool(
     from contextlib import redirect_stderr, redirect_stdout
 
     import toolkit
+
     from erase import main
 
     from service.config import get_settings
