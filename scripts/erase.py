@@ -12,8 +12,8 @@ Cloud when GOOGLE_CLOUD_PROJECT is set (with the service's settings: BIGQUERY_DA
 
 Safety: a value that is not a phone number is refused. A number that is an agent's own (in
 `phone_numbers` of an `agents/` document: the business line, the `to` of every call) or that
-matches more than --max-calls calls (default 100, more than one person makes) is refused unless
---force is given. --dry-run shows what would go (counts per store and the sessions) and changes
+looks like a line rather than a person (in more than --max-calls calls, default 50, or in calls
+with more than 10 different other numbers) is refused unless --force is given. --dry-run shows what would go (counts per store and the sessions) and changes
 nothing: run it first.
 
 Prints a receipt of counts per store, never the number or any content. Exit codes: 0 done (also
@@ -44,7 +44,10 @@ from service.stores.dead_letters import DeadLetterStore
 from service.stores.firestore import make_client as firestore_client
 
 RUN_AGAIN_LATER = toolkit.RUN_AGAIN_LATER
-MAX_CALLS = 100  # more calls than one caller makes: probably a business line
+# A number in more calls than this, or talking to more different numbers, is probably a
+# business line rather than one caller: erasing it needs --force.
+MAX_CALLS = 50
+MAX_COUNTERPARTS = 10
 SESSIONS_SHOWN = 20
 # Fields of a lookup-key profile that may hold the caller's number.
 PHONE_FIELDS = ("phone", "phone_number", "number", "from")
@@ -91,12 +94,23 @@ def check_phone(
                 f"the number is one of agent {agent.id}'s own phone_numbers: erasing it would "
                 "erase every call of that line. Add --force if that is what you mean."
             )
-    calls = len(_sessions(settings, bq, numbers))
-    if calls > max_calls:
+    sql = (
+        "SELECT COUNT(DISTINCT session_id) AS calls, COUNT(DISTINCT IF(from_number IN "
+        "UNNEST(@numbers), to_number, from_number)) AS counterparts "
+        f"FROM `{settings.events_table_id}` "
+        "WHERE from_number IN UNNEST(@numbers) OR to_number IN UNNEST(@numbers)"
+    )
+    config = bigquery.QueryJobConfig(
+        query_parameters=[bigquery.ArrayQueryParameter("numbers", "STRING", numbers)]
+    )
+    [row] = list(bq.query(sql, job_config=config).result())
+    calls, counterparts = int(row["calls"]), int(row["counterparts"])
+    if calls > max_calls or counterparts > MAX_COUNTERPARTS:
         raise Refused(
-            f"the number is in {calls} calls, more than --max-calls {max_calls} (one caller "
-            "rarely makes that many): is it a business line? Run with --dry-run to see them, "
-            "then add --force (or raise --max-calls) if they are all this caller's."
+            f"the number is in {calls} calls with {counterparts} different other numbers "
+            f"(a caller rarely has more than {max_calls} calls with {MAX_COUNTERPARTS} numbers): "
+            "is it a business line? Run with --dry-run to see the calls, then add --force if "
+            "they are all this caller's."
         )
 
 

@@ -24,7 +24,7 @@ import html
 import io
 import sys
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +124,7 @@ def render_png(report: CostReport) -> bytes:
     import matplotlib.pyplot as plt
 
     days = report.days
-    figure, axes = plt.subplots(3, 1, figsize=(11, 10), sharex=True)
+    figure, axes = plt.subplots(3, 1, figsize=(13, 10), sharex=True)
     figure.suptitle(f"Millis call costs, {report.scope}\nTotal: {report.totals()}", fontsize=12)
     for axis, series, title in (
         (axes[0], report.by_agent, "Credits per day, by agent"),
@@ -139,8 +139,9 @@ def render_png(report: CostReport) -> bytes:
             bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
         axis.set_title(title, loc="left", fontsize=10)
         axis.set_ylabel(f"{UNIT} per day")
-        if names:
-            axis.legend(fontsize="small", loc="upper left")
+        axis.set_ylim(0, max(bottom, default=0) * 1.12 or 1)  # room above the tallest bar
+        if names:  # beside the plot, never over a bar; each name with its total
+            axis.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.07, 1.0))
     calls_axis = axes[2]
     calls_axis.bar(days, [report.calls.get(day, 0) for day in days], width=0.8, color="#888")
     calls_axis.set_ylabel("calls per day")
@@ -153,13 +154,14 @@ def render_png(report: CostReport) -> bytes:
     minutes_axis.set_ylim(bottom=0)
     calls_axis.set_title("Calls per day (bars) and minutes per day (line)", loc="left", fontsize=10)
     # Every day of the range on the axis, labelled often enough to read.
-    margin = timedelta(hours=18)
-    calls_axis.set_xlim(days[0] - margin, days[-1] + margin)
+    first, last = (datetime.combine(day, datetime.min.time()) for day in (days[0], days[-1]))
+    calls_axis.set_xlim(first - timedelta(hours=12), last + timedelta(hours=12))
     step = max(1, len(days) // 16)
     calls_axis.xaxis.set_major_locator(mdates.DayLocator(interval=step))
     calls_axis.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d"))
     calls_axis.set_xlabel("day (UTC)")
-    calls_axis.tick_params(axis="x", labelrotation=45)
+    for label in calls_axis.get_xticklabels():  # each label ends under its own day
+        label.set(rotation=45, horizontalalignment="right", rotation_mode="anchor")
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)

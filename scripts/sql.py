@@ -43,11 +43,11 @@ def shown(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, dict | list):
         return json.dumps(value, ensure_ascii=False, default=str)
-    return "" if value is None else value
+    return value
 
 
 def print_table(columns: list[str], rows: list[list[str]], out: Any) -> None:
-    cells = [[str(cell) for cell in row] for row in rows]
+    cells = [["NULL" if cell is None else str(cell) for cell in row] for row in rows]
     widths = [
         min(60, max([len(name)] + [len(row[i]) for row in cells])) for i, name in enumerate(columns)
     ]

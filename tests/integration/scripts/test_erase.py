@@ -157,7 +157,23 @@ def test_a_number_in_more_calls_than_one_person_makes_needs_force(
     stores: Settings, monkeypatch: pytest.MonkeyPatch, bigquery_client: Any
 ) -> None:
     code, _, err = run_tool(stores, monkeypatch, "--phone", CALLER, "--max-calls", "0")
-    assert code == 2 and "in 1 calls, more than --max-calls 0" in err and CALLER not in err
+    assert code == 2 and "in 1 calls with 1 different other numbers" in err
+    assert CALLER not in err
     code, out, _ = run_tool(stores, monkeypatch, "--phone", CALLER)  # 1 call: a person
     assert code == 0 and "bigquery call_events rows: 2" in out
     assert sessions(bigquery_client, stores) == ["theirs-1"]
+
+
+def test_a_line_that_talks_to_many_numbers_needs_force(
+    stores: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    make_client: Any,
+    bigquery_client: Any,
+) -> None:
+    # Not listed in any agent's phone_numbers, few calls, but eleven different callers: a line.
+    client = make_client(bigquery_dataset=stores.bigquery_dataset)
+    for n in range(9):
+        post(client, call(f"caller-{n}", f"+1555010{n:04d}"))
+    code, _, err = run_tool(stores, monkeypatch, "--phone", "+15550001111")
+    assert code == 2 and "with 11 different other numbers" in err
+    assert len(sessions(bigquery_client, stores)) == 12  # nothing erased
