@@ -90,7 +90,7 @@ def configure_logging(settings: Settings) -> None:
     root.setLevel(settings.log_level)
     signals.setLevel(min(logging.INFO, root.level))
     # Client libraries log request details at DEBUG/INFO; keep them quiet.
-    for noisy in ("google", "urllib3", "grpc", "werkzeug"):
+    for noisy in ("google", "urllib3", "grpc", "werkzeug", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     # OpenTelemetry warns about a malformed `tracestate` header quoting its contents: any caller,
     # authenticated or not, would choose what and how much we log. The header is ignored anyway.

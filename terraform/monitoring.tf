@@ -304,7 +304,7 @@ resource "google_monitoring_alert_policy" "replay_failures" {
     content   = <<-EOT
       The replay job failed: dead letters older than ${var.replay_alert_after_minutes} minutes
       remain (or the job itself could not run). Their calls are safe in Firestore but missing
-      from the cost views. Run `uv run python scripts/replay.py --dry-run` to see each letter's
+      from the cost views. Run `./scripts/replay.py --dry-run` to see each letter's
       error: BigQuery down or refusing (quota, permissions), or a row it rejects (open an issue
       with the error, never the row).
     EOT

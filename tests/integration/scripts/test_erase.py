@@ -185,3 +185,87 @@ def test_the_receipt_says_until_when_each_store_can_bring_the_data_back(
     assert not erase(
         stores, clean_firestore, bigquery_client, phone=CALLER, dry_run=True
     ).recoverable
+
+
+def run_tool(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, *args: str
+) -> tuple[int, str, str]:
+    """The command as a user runs it: exit code, standard output, standard error."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    import toolkit
+
+    from erase import main
+
+    from service.config import get_settings
+
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", PROJECT)
+    monkeypatch.setenv("BIGQUERY_DATASET", settings.bigquery_dataset)
+    get_settings.cache_clear()
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with redirect_stdout(out), redirect_stderr(err), pytest.raises(SystemExit) as exited:
+            toolkit.run("erase", lambda: main(list(args)))
+    finally:
+        get_settings.cache_clear()
+    return int(exited.value.code or 0), out.getvalue(), err.getvalue()
+
+
+def test_a_value_that_is_not_a_phone_number_is_refused(
+    stores: Settings, monkeypatch: pytest.MonkeyPatch, bigquery_client: Any
+) -> None:
+    code, out, err = run_tool(stores, monkeypatch, "--phone", "garbage")
+    assert code == 2 and "--phone: not a phone number" in err and out == ""
+    assert sessions(bigquery_client, stores) == ["mine-1", "mine-1", "theirs-1"]
+
+
+def test_an_agents_own_number_needs_force_and_the_dry_run_says_why(
+    stores: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    clean_firestore: Any,
+    bigquery_client: Any,
+) -> None:
+    # The business line is the `to` of every call: erasing it would erase every call.
+    line = "+15550001111"
+    clean_firestore.collection("agents").document("agent-1").set({"phone_numbers": [line]})
+    code, out, err = run_tool(stores, monkeypatch, "--phone", line)
+    assert code == 2 and "one of agent agent-1's own phone_numbers" in err and line not in err
+    assert sessions(bigquery_client, stores) == ["mine-1", "mine-1", "theirs-1"]
+
+    code, out, _ = run_tool(stores, monkeypatch, "--phone", line, "--dry-run")
+    assert code == 0
+    assert "bigquery call_events rows: 3" in out
+    assert "calls (session ids): mine-1, theirs-1" in out
+    assert "without --force a real run would refuse" in out and "nothing changed" in out
+    assert sessions(bigquery_client, stores) == ["mine-1", "mine-1", "theirs-1"]
+
+    code, out, _ = run_tool(stores, monkeypatch, "--phone", line, "--force")
+    assert code == 0 and "erased:" in out
+    assert sessions(bigquery_client, stores) == []
+
+
+def test_a_number_in_more_calls_than_one_person_makes_needs_force(
+    stores: Settings, monkeypatch: pytest.MonkeyPatch, bigquery_client: Any
+) -> None:
+    code, _, err = run_tool(stores, monkeypatch, "--phone", CALLER, "--max-calls", "0")
+    assert code == 2 and "in 1 calls with 1 different other numbers" in err
+    assert CALLER not in err
+    code, out, _ = run_tool(stores, monkeypatch, "--phone", CALLER)  # 1 call: a person
+    assert code == 0 and "bigquery call_events rows: 2" in out
+    assert sessions(bigquery_client, stores) == ["theirs-1"]
+
+
+def test_a_line_that_talks_to_many_numbers_needs_force(
+    stores: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    make_client: Any,
+    bigquery_client: Any,
+) -> None:
+    # Not listed in any agent's phone_numbers, few calls, but eleven different callers: a line.
+    client = make_client(bigquery_dataset=stores.bigquery_dataset)
+    for n in range(9):
+        post(client, call(f"caller-{n}", f"+1555010{n:04d}"))
+    code, _, err = run_tool(stores, monkeypatch, "--phone", "+15550001111")
+    assert code == 2 and "with 11 different other numbers" in err
+    assert len(sessions(bigquery_client, stores)) == 12  # nothing erased
