@@ -1,6 +1,7 @@
+#!/usr/bin/env python3
 """Soak: mixed traffic with store outages against the local stack, then the system's promises.
 
-    scripts/soak.py [--seconds 360] [--prefetch-rate 35] [--end-of-call-rate 8] [--margin 0.25]
+    ./scripts/soak.py [--seconds 360] [--prefetch-rate 35] [--end-of-call-rate 8] [--margin 0.25]
 
 Starts its own Firestore and BigQuery emulators and the service as deployed
 (`python -m service.web.server`), all on free ports of 127.0.0.1, and for --seconds sends what Millis
@@ -25,8 +26,9 @@ schedule runs it) and then the promises are checked:
   worker kill are counted apart);
 - the service's memory is flat: the peak of the last quarter of the run is within 15 % (+8 MiB)
   of the peak of the second quarter.
-Exit code 0 when every promise holds, 1 otherwise (each failed promise is named), 2 on bad usage.
-Stops everything it started on Ctrl-C and SIGTERM.
+Exit codes: 0 every promise held; 1 a promise failed (each is named); 2 could not run (bad
+arguments, an emulator or the service did not start); 130 interrupted. Stops everything it
+started on Ctrl-C and SIGTERM.
 """
 
 from __future__ import annotations
@@ -53,14 +55,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "lib"))
+
+import toolkit  # first: the project's Python and modules
+
+import demo_data
 import requests
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts" / "lib"))
-
-import demo_data  # noqa: E402
-from emulators import (  # noqa: E402
+from emulators import (
     Emulator,
     free_port,
     start_bigquery,
@@ -166,14 +167,17 @@ class Stack:
         log_dir = self.log_dir
         # No copy of the table per append (see the module docstring); read by the emulator.
         os.environ["BQEMU_TIME_TRAVEL_RETENTION_DAYS"] = "0"
-        self.firestore = self._keep(start_firestore(log_dir))
-        self.bigquery = self._keep(start_bigquery(log_dir, PROJECT))
+        try:
+            self.firestore = self._keep(start_firestore(log_dir))
+            self.bigquery = self._keep(start_bigquery(log_dir, PROJECT))
+        except RuntimeError as exc:  # says which emulator and why
+            raise toolkit.ToolError(str(exc).splitlines()[0]) from None
         self.env = {
             **os.environ,
             "GOOGLE_CLOUD_PROJECT": PROJECT,
             **self.firestore.env,
             **self.bigquery.env,
-            "PYTHONPATH": str(ROOT),
+            "PYTHONPATH": str(toolkit.ROOT),
             **env,
         }
         os.environ.update(self.env)
@@ -190,7 +194,7 @@ class Stack:
         log = (log_dir / "service.log").open("ab")
         self.service = subprocess.Popen(
             [sys.executable, "-m", "service.web.server"],
-            cwd=ROOT,
+            cwd=toolkit.ROOT,
             env={**self.env, "PORT": str(self.port), "WEBHOOK_TOKENS": TOKEN},
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -202,7 +206,7 @@ class Stack:
                 break
             except requests.ConnectionError:
                 if self.service.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("the service did not start: see " + str(log_dir)) from None
+                    raise toolkit.ToolError(f"the service did not start: see {log_dir}") from None
                 time.sleep(0.2)
 
     def _keep(self, emulator: Emulator) -> Emulator:
@@ -393,7 +397,7 @@ def replay(stack: Stack, runs: int) -> list[dict[str, Any]]:
         started = time.monotonic()
         done = subprocess.run(
             [sys.executable, "-m", REPLAY_MODULE, "--alert-after-minutes", "0"],
-            cwd=ROOT,
+            cwd=toolkit.ROOT,
             env=stack.env,
             capture_output=True,
             text=True,
@@ -571,9 +575,7 @@ def running_stack(log_dir: Path, env: dict[str, str]) -> Iterator[Stack]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = toolkit.parser(__doc__)
     parser.add_argument("--seconds", type=float, default=360, help="traffic time (default 360)")
     parser.add_argument("--prefetch-rate", type=float, default=35, help="per second (35)")
     parser.add_argument("--end-of-call-rate", type=float, default=8, help="per second (8)")
@@ -638,7 +640,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit(130)
+    toolkit.run("soak", main)

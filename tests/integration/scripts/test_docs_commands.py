@@ -171,7 +171,7 @@ def test_the_documents_hold_commands_and_queries() -> None:
 
 TOOLS = {
     "backfill.py", "deploy", "dev", "erase.py", "install", "profiles.py", "replay.py",
-    "report.py", "smoke.py", "sql.py", "test",
+    "report.py", "smoke.py", "soak.py", "sql.py", "test",
 }  # fmt: skip
 
 
