@@ -128,3 +128,15 @@ def test_bench_run_lists_every_benchmark_and_refuses_an_unknown_name() -> None:
         [str(ROOT / "bench" / "run"), "no-such-benchmark"], capture_output=True, text=True
     )
     assert unknown.returncode == 2 and "no benchmark named" in unknown.stderr
+
+
+def test_no_benchmark_shadows_a_package_it_imports() -> None:
+    # Python puts bench/ first on the path of a benchmark it runs: bench/service.py once hid the
+    # service package from every benchmark.
+    packages = {path.name for path in ROOT.iterdir() if (path / "__init__.py").is_file()}
+    assert "service" in packages
+    assert {script.stem for script in (ROOT / "bench").glob("*.py")} & packages == set()
+    result = subprocess.run(
+        [str(ROOT / "bench" / "run"), "prefetch", "--help"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-500:]

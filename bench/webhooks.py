@@ -3,7 +3,7 @@ served by functions-framework on the local emulators, next to a direct Firestore
 direct BigQuery insert measured in the same run; cold start next to a bare functions-framework
 hello-world; resident memory.
 
-    bench/run service [--requests 1000] [--rounds 3]
+    bench/run webhooks [--requests 1000] [--rounds 3]
 
 Targets run in rotated rounds (each statistic is the median of its rounds), and every write
 measurement starts on an empty events table. Bounded: every measurement stops after its share of
