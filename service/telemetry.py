@@ -80,6 +80,7 @@ def _foreign_message(record: logging.LogRecord) -> str:
         template = pattern.sub(mask, template)
     return template[:_MAX_FOREIGN_MESSAGE_CHARS]
 
+
 # Lines that log-based metrics and alerts read (terraform/monitoring.tf: "webhook request", "call
 # kept as a dead letter") go through this logger, written at every LOG_LEVEL: a quieter level must
 # never silence an alert (tests/integration/test_alert_signals.py checks each metric's filter).

@@ -362,5 +362,5 @@ def test_the_hostile_run_did_log_what_operators_need(hostile_run_output: str) ->
     # The hygiene above is not bought by logging nothing: refusals and the stored call are there.
     lines = [json.loads(line) for line in hostile_run_output.splitlines()]
     messages = {line.get("message") for line in lines}
-    assert "end-of-call stored" in messages and "request" in messages
+    assert "end-of-call stored" in messages and "webhook request" in messages
     assert any(line.get("logger", "").startswith("gunicorn") for line in lines)
