@@ -9,6 +9,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -364,3 +365,21 @@ def test_the_hostile_run_did_log_what_operators_need(hostile_run_output: str) ->
     messages = {line.get("message") for line in lines}
     assert "end-of-call stored" in messages and "webhook request" in messages
     assert any(line.get("logger", "").startswith("gunicorn") for line in lines)
+
+
+def test_whatever_escapes_a_route_is_a_json_500_not_an_html_page(
+    make_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Fault injection: the span set-up itself fails (as the trace header once made it), outside
+    # the router's own error handling; on the guard's direct route and on Flask's routes alike.
+    import service.web.routes
+
+    def broken_span(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("tracing broke")
+
+    client = make_client()
+    monkeypatch.setattr(service.web.routes, "request_span", broken_span)
+    for path in ("/prefetch?agent_id=a&session_id=s", "/health"):
+        response = client.get(path)
+        assert response.status_code == 500, path
+        assert response.get_json() == {"error": "internal", "message": "internal error"}
