@@ -70,6 +70,7 @@ from service.prefetch.answer import (
     reserved_field_problems,
     safe_document_id,
 )
+from service.prefetch.identity import caller_numbers_mode
 from service.prefetch.profiles import ClientDocumentReader, DocumentCache, ProfileStore, to_plain
 from service.stores.firestore import make_client as firestore_client
 
@@ -382,12 +383,18 @@ def show_answer(
             agent: [secret.get_secret_value() for secret in secrets]
             for agent, secrets in settings.lookup_signing_secrets.items()
         },
+        default_caller_numbers=settings.prefetch_caller_numbers,
     )
     answer = service.answer(
         PrefetchRequest(agent_id, "profiles-show", from_number, to_number, params)
     )
-    shown: dict[str, Any] = {"answer": answer.body, "profile_found": answer.profile_found}
     agent = client.collection(settings.agents_collection).document(agent_id).get()
+    shown: dict[str, Any] = {
+        "answer": answer.body,
+        "profile_found": answer.profile_found,
+        # Whether --from/--to could find anyone for this agent (service/prefetch/identity.py).
+        "caller_numbers": caller_numbers_mode(agent.to_dict(), settings.prefetch_caller_numbers),
+    }
     shown["matched"] = (
         f"{settings.profiles_collection}/{answer.profile_id}" if answer.profile_id else None
     )
