@@ -209,7 +209,7 @@ def test_show_says_which_lookup_parameter_answered_and_why_others_were_ignored(
     get_settings.cache_clear()
     agents = clean_firestore.collection("agents")
     agents.document("agent-1").set({"lookup_key": "crm_id"})
-    agents.document("agent-s").set({"lookup_key": "crm_id"})
+    agents.document("agent-s").set({"lookup_key": "crm_id", "caller_numbers": "phone"})
     agents.document("agent-n").set({"lookup_key": None})
     clean_firestore.collection("profiles").document("lookup:crm_id:C-1").set({"name": "CRM"})
     clean_firestore.collection("profiles").document("+15551234567").set({"name": "Ann"})
