@@ -64,7 +64,7 @@ def test_redaction_is_idempotent(shape: str, config: dict[str, Any], secret: str
 
 
 def test_allowlist_mode_keeps_only_known_safe_fields_and_still_redacts() -> None:
-    allow = Redactor(["token", "key"], allowlist=["prompt", "llm", "model", "voice_id"])
+    allow = Redactor(["token", "key"], allowlist=True)
     config = {
         "prompt": "Use sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z when asked.",
         "llm": {"model": "gpt-4o", "api_key": "k", "base_url": "https://x.io"},
