@@ -140,32 +140,15 @@ class Settings:
     bigquery_insert_timeout_seconds: float = setting(6.0, gt=0, le=50)
     bigquery_insert_attempts: int = setting(3, ge=1, le=10)
     dead_letter_timeout_seconds: float = setting(3.0, gt=0, le=50)
-    # redacted: every field, secrets removed (service/end_of_call/redaction); allowlist: only the
-    # keys in AGENT_CONFIG_ALLOWLIST (at any depth), then redacted too; none: not stored.
+    # allowlist: only the parts of the configuration people query (prompt, voice, model, tool
+    # definitions), by path (service/end_of_call/redaction/allowlist.py), kept text through the
+    # detectors; redacted: every field, secrets removed by detection alone; none: not stored.
     store_agent_config: Literal["redacted", "allowlist", "none"] = setting(
-        "redacted", choices=("redacted", "allowlist", "none")
+        "allowlist", choices=("redacted", "allowlist", "none")
     )
-    agent_config_allowlist: list[str] = field(
-        metadata=NO_RULE,
-        default_factory=lambda: [
-            "name",
-            "language",
-            "prompt",
-            "first_message",
-            "voice",
-            "voice_id",
-            "model",
-            "llm",
-            "tts",
-            "stt",
-            "provider",
-            "temperature",
-            "max_tokens",
-            "tools",
-            "description",
-            "type",
-        ],
-    )
+    # Allowlist mode: more dotted paths to keep (`flow.voicemail`, `crm_account`), each whole and
+    # redacted by every layer.
+    agent_config_allowlist: list[str] = field(metadata=NO_RULE, default_factory=list)
     redact_key_patterns: list[str] = field(
         metadata=NO_RULE,
         default_factory=lambda: [

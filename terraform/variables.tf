@@ -185,9 +185,9 @@ variable "default_phone_region" {
 }
 
 variable "store_agent_config" {
-  description = "\"redacted\" stores the agent configuration with secrets removed; \"allowlist\" keeps only known-safe fields (model, voice, language, prompt, ...), redacted too; \"none\" drops it (STORE_AGENT_CONFIG)."
+  description = "\"allowlist\" stores only the parts of the agent configuration people query (prompt, voice, model, tool names, descriptions and parameter schemas, webhook origins), their text redacted; \"redacted\" stores every field with the secrets detection finds removed; \"none\" drops it (STORE_AGENT_CONFIG)."
   type        = string
-  default     = "redacted"
+  default     = "allowlist"
 
   validation {
     condition     = contains(["redacted", "allowlist", "none"], var.store_agent_config)
