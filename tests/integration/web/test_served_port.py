@@ -289,3 +289,43 @@ def test_end_of_calls_stuck_on_bigquery_leave_threads_for_the_prefetch(
     assert [a[:12] for a, _ in answers if not a.startswith(b"HTTP/1.1 503")] == [
         b"HTTP/1.1 200"
     ] * (len(answers) - len(busy))
+
+
+def test_end_of_call_bodies_in_memory_at_once_are_bounded(
+    emulator_env: dict[str, str], hanging_endpoint: str
+) -> None:
+    # Each body takes several times its size while it is parsed, redacted and stored; with
+    # BigQuery hanging they are all held at once. Beyond 24 MiB of bodies: 503 busy at once.
+    settings = {
+        "BIGQUERY_EMULATOR_HOST": f"http://{hanging_endpoint}",
+        "BIGQUERY_WRITE_API": "insert_all",
+        "BIGQUERY_INSERT_TIMEOUT_SECONDS": "3",
+        "BIGQUERY_INSERT_ATTEMPTS": "1",
+        "THREADS": "30",
+        "END_OF_CALL_MAX_IN_FLIGHT": "24",
+    }
+    body_bytes = 2_000_000
+    calls = 20
+    admitted_at_most = 24 * 1024 * 1024 // body_bytes  # 12
+    with serve(emulator_env, **settings) as (url, _):
+        port = int(url.rsplit(":", 1)[1])
+        answers: list[tuple[bytes, float]] = []
+
+        def send(index: int) -> None:
+            # Padded with whitespace: large to hold, cheap to parse (the test is about admission).
+            body = json.dumps(current_payload(session_id=f"big-{index}")).encode()
+            body += b" " * (body_bytes - len(body))
+            head = (
+                f"POST /end-of-call?token={TOKEN} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode()
+            answers.append(ask(port, head + body, timeout=30))
+
+        senders = [threading.Thread(target=send, args=(i,)) for i in range(calls)]
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join(30)
+    busy = [a for a, _ in answers if b'"error":"busy"' in a]
+    assert len(busy) >= calls - admitted_at_most
+    assert all(b"\r\nRetry-After: 5" in a for a in busy)
