@@ -248,6 +248,7 @@ class RequestGuard:
 
 
 def _busy() -> HttpError:
+    log.warning("end-of-call refused: busy")  # the 5xx alert's runbook names this line
     return HttpError(
         503,
         "busy",
