@@ -273,10 +273,7 @@ def _mebibytes(quantity: str) -> float:
 
 def test_memory_limit_covers_the_measured_peak_with_headroom() -> None:
     (memory,) = [
-        v
-        for b in terraform_blocks("variable")
-        for k, v in b.items()
-        if unquote(k) == "memory"
+        v for b in terraform_blocks("variable") for k, v in b.items() if unquote(k) == "memory"
     ]
     assert _mebibytes(unquote(memory["default"])) >= 1.5 * MEASURED_PEAK_MIB
     assert str(MEASURED_PEAK_MIB) in (ROOT / "docs" / "performance.md").read_text()
