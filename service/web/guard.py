@@ -194,15 +194,16 @@ class RequestGuard:
     def _end_of_call(
         self, environ: WSGIEnvironment, start_response: StartResponse
     ) -> Iterable[bytes]:
-        """A POST holds a thread from here until its answer is written: at most
+        """A POST holds a thread from here until its answer is ready: at most
         END_OF_CALL_MAX_IN_FLIGHT at once, so the rest of the threads stay for the prefetch."""
         share = self._end_of_call_share()
         size = self._accept_body(environ, share)
         try:
-            return _Releasing(self.app(environ, start_response), share, size)
-        except BaseException:
+            # The answer is computed by the time the app returns (not streamed), and writing it
+            # never waits on the client (service/web/connections.py): the share ends here.
+            return self.app(environ, start_response)
+        finally:
             share.leave(size)
-            raise
 
     def _end_of_call_share(self) -> EndOfCallShare:
         settings = self.handler().settings
@@ -422,33 +423,6 @@ def headers_done() -> None:
     if ticket is not None:
         _watchdog.cancel(ticket)
         _header_ticket.value = None
-
-
-class _Releasing:
-    """The answer; its end-of-call share is given back once the answer has been handed to the
-    server (its last piece, or close(), whichever comes first: a WSGI caller that never closes
-    must not leak the share)."""
-
-    def __init__(self, body: Iterable[bytes], share: EndOfCallShare, size: int) -> None:
-        self.body, self.share, self.size = body, share, size
-        self._given_back = False
-
-    def __iter__(self) -> Iterator[bytes]:
-        yield from self.body
-        self._give_back()
-
-    def close(self) -> None:
-        try:
-            close = getattr(self.body, "close", None)
-            if close is not None:
-                close()
-        finally:
-            self._give_back()
-
-    def _give_back(self) -> None:
-        if not self._given_back:
-            self._given_back = True
-            self.share.leave(self.size)
 
 
 class _Lingering:
