@@ -213,6 +213,7 @@ class PrefetchAnswer:
     profile_found: bool
     cache_hits: int
     degraded: str  # why Firestore could not be read ("" when it was)
+    profile_id: str | None = None  # the profiles/ document that answered (scripts/profiles.py show)
 
 
 class PrefetchService:
@@ -267,11 +268,11 @@ class PrefetchService:
         if agent.get("disabled", False) is not False or reserved_field_problems(agent, "agent"):
             agent = {}  # a disabled agent, or one whose settings are of the wrong type
         candidates = ([lookup_id] if lookup_id else []) + self._order_numbers(numbers, agent)
-        profile = None
+        profile, profile_id = None, None
         for document_id in candidates:
             document = result.documents.get(("profile", document_id))
             if document and self._usable(document, request.agent_id):
-                profile = document
+                profile, profile_id = document, document_id
                 break
 
         body = self._shape(agent, profile or {}, request, deadline)
@@ -280,7 +281,9 @@ class PrefetchService:
                 "profile store unavailable; answered from cache or agent defaults",
                 extra={"agent_id": request.agent_id, "failure": result.failure},
             )
-        return PrefetchAnswer(body, profile is not None, result.from_cache, result.failure)
+        return PrefetchAnswer(
+            body, profile is not None, result.from_cache, result.failure, profile_id
+        )
 
     def _candidate_numbers(self, request: PrefetchRequest) -> list[str]:
         numbers = []
