@@ -185,6 +185,9 @@ class Settings:
     max_query_value_chars: int = setting(1024, ge=16, le=65_536)
     # The whole body must arrive within this time (a client dripping bytes frees its thread).
     request_read_timeout_seconds: float = setting(10.0, gt=0, le=60)
+    # End-of-calls served at once by an instance; beyond, 503 + Retry-After at once. Below THREADS,
+    # so that a slow store behind the end-of-call never leaves the prefetch without a thread.
+    end_of_call_max_in_flight: int = setting(20, ge=1, le=1000)
 
     # Operations
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = setting(
