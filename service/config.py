@@ -135,6 +135,12 @@ class Settings:
     bigquery_insert_timeout_seconds: float = setting(6.0, gt=0, le=50)
     bigquery_insert_attempts: int = setting(3, ge=1, le=10)
     dead_letter_timeout_seconds: float = setting(3.0, gt=0, le=50)
+    # Caller memory (service/memory): the most an end-of-call waits for its memory update, after
+    # the row is stored and within the two budgets above (a slower update finishes unwaited for
+    # or is caught up by the replay job); and how long memory is kept after a caller's last call
+    # (the Firestore TTL policy deletes it: Terraform memory_retention_days).
+    memory_timeout_seconds: float = setting(0.5, gt=0, le=10)
+    memory_retention_days: int = setting(365, ge=1, le=3650)
     # redacted: every field, secrets removed (service/end_of_call/redaction); allowlist: only the
     # keys in AGENT_CONFIG_ALLOWLIST (at any depth), then redacted too; none: not stored.
     store_agent_config: Literal["redacted", "allowlist", "none"] = setting(

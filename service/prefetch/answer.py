@@ -15,8 +15,12 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 
+from service.memory.paths import memory_document_id
+from service.memory.serve import served_memory
+from service.memory.settings import memory_settings, profile_allows
 from service.prefetch.profiles import DocumentKey, ProfileStore
 
 log = logging.getLogger(__name__)
@@ -33,6 +37,7 @@ AGENT_SETTINGS = frozenset(
         "phone_numbers",
         "allow_metadata_override",
         "disabled",
+        "memory",  # caller memory settings (service/memory/settings.py)
     }
 )
 # Parameters Millis itself sends; the rest of the query string is the call's metadata.
@@ -242,8 +247,9 @@ class PrefetchService:
         agent_key: DocumentKey = ("agent", request.agent_id)
         agent_id_ok = safe_document_id(request.agent_id) is not None
 
-        # After an agent's first call its document is cached: its lookup key and own numbers are
-        # known before the read, which then fetches only the caller's candidate profiles.
+        # After an agent's first call its document is cached: its lookup key, own numbers and
+        # memory settings are known before the read, which then fetches only the caller's
+        # candidate profiles and memory, in the same round trip.
         cached_agent = self.store.last_known(agent_key) if agent_id_ok else None
         lookup_id = self._lookup_id(cached_agent, request)
         own_numbers = self._own_numbers(cached_agent or {})
@@ -251,21 +257,28 @@ class PrefetchService:
         if lookup_id:
             keys.append(("profile", lookup_id))
         keys.extend(("profile", number) for number in numbers if number not in own_numbers)
+        memory_key = self._memory_key(cached_agent, request) if agent_id_ok else None
+        if memory_key:
+            keys.append(memory_key)
 
         result = self.store.read(keys, max(0.0, read_deadline - time.monotonic()))
         agent = result.documents.get(agent_key) or {}
         # The agent as read decides, not the cached copy: an agent whose lookup key was just
         # removed (say, after abuse) must not keep answering lookups from the old one.
         lookup_id = self._lookup_id(agent, request)
-        if lookup_id and ("profile", lookup_id) not in keys:
+        memory_key = self._memory_key(agent, request) if agent_id_ok else None
+        extra_keys = [key for key in (("profile", lookup_id), memory_key) if key and key[1]]
+        extra_keys = [key for key in extra_keys if key not in keys]
+        if extra_keys:  # the agent's first call on this instance, or its settings changed
             remaining = read_deadline - time.monotonic()
             if remaining > 0.005:
-                extra = self.store.read([("profile", lookup_id)], remaining)
+                extra = self.store.read(extra_keys, remaining)  # type: ignore[arg-type]
                 result.documents.update(extra.documents)
                 result.failure = result.failure or extra.failure
 
         if agent.get("disabled", False) is not False or reserved_field_problems(agent, "agent"):
             agent = {}  # a disabled agent, or one whose settings are of the wrong type
+            memory_key = None
         candidates = ([lookup_id] if lookup_id else []) + self._order_numbers(numbers, agent)
         profile = None
         for document_id in candidates:
@@ -274,13 +287,54 @@ class PrefetchService:
                 profile = document
                 break
 
-        body = self._shape(agent, profile or {}, request, deadline)
+        memory = None
+        if memory_key:
+            caller = memory_key[1].split("/", 1)[0]
+            if profile_allows(result.documents.get(("profile", caller)), request.agent_id):
+                memory = served_memory(result.documents.get(memory_key), datetime.now(UTC))
+        body = self._shape(agent, profile or {}, request, deadline, memory)
         if result.failure:
             log.warning(
                 "profile store unavailable; answered from cache or agent defaults",
                 extra={"agent_id": request.agent_id, "failure": result.failure},
             )
         return PrefetchAnswer(body, profile is not None, result.from_cache, result.failure)
+
+    def caller_id(
+        self,
+        agent: Mapping[str, Any] | None,
+        agent_id: str,
+        from_number: str | None,
+        to_number: str | None,
+        metadata: Mapping[str, Any],
+    ) -> str | None:
+        """Whose call it is, as a profile document id: the agent's lookup key value (signed when
+        the agent requires it), else the first of `from`/`to` that is not one of the agent's own
+        numbers; None for a caller nothing identifies (a web call without a number). The caller
+        memory of both webhooks is keyed by this."""
+        request = PrefetchRequest(
+            agent_id,
+            "",
+            from_number,
+            to_number,
+            {key: value for key, value in metadata.items() if isinstance(value, str)},
+        )
+        lookup_id = self._lookup_id(agent, request)
+        if lookup_id:
+            return lookup_id
+        numbers = self._order_numbers(self._candidate_numbers(request), agent or {})
+        return numbers[0] if numbers else None
+
+    def _memory_key(
+        self, agent: Mapping[str, Any] | None, request: PrefetchRequest
+    ) -> DocumentKey | None:
+        settings = memory_settings(request.agent_id, agent)
+        if settings is None:
+            return None
+        caller = self.caller_id(
+            agent, request.agent_id, request.from_number, request.to_number, request.metadata
+        )
+        return ("memory", memory_document_id(caller, settings.scope)) if caller else None
 
     def _candidate_numbers(self, request: PrefetchRequest) -> list[str]:
         numbers = []
@@ -336,9 +390,12 @@ class PrefetchService:
         profile: Mapping[str, Any],
         request: PrefetchRequest,
         deadline: float,
+        memory: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         fields = {key: value for key, value in agent.items() if key not in AGENT_SETTINGS}
         fields.update((key, value) for key, value in profile.items() if key not in PROFILE_SETTINGS)
+        if memory is not None:  # what this agent remembers of the caller wins over a field
+            fields["memory"] = memory
 
         call_values = {"agent_id": request.agent_id, "session_id": request.session_id}
         if agent.get("allow_metadata_override") is True:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,6 +23,8 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from service.stored_row import conform_stored_row, insert_id
 from service.stores.errors import InsertFailed
+
+log = logging.getLogger(__name__)
 
 # Below Firestore's 1,048,487-byte limit for a bytes field, leaving room for the other fields.
 CHUNK_BYTES = 900_000
@@ -187,12 +190,15 @@ def replay(
     limit: int | None = None,
     owner: str = "replay",
     lease_seconds: float = 120.0,
+    after_insert: Callable[[dict[str, Any]], Any] | None = None,
 ) -> ReplayReport:
     """Re-insert dead letters into BigQuery; delete each only once BigQuery has accepted it.
 
     Idempotent: a dead letter inserted but not yet deleted (a crash in between) is inserted again
     with the same insert id (the row's content hash), and the `calls` view keeps one row per
     session. Letters written by older versions are first brought to today's rules.
+    `after_insert` (the caller memory update) runs for each row BigQuery took, before its letter
+    is deleted; its failure never keeps a letter.
     """
     report = ReplayReport()
     for letter in store.list(limit):
@@ -208,6 +214,11 @@ def replay(
         if errors:
             report.still_failing[letter.id] = errors[0].message
             continue
+        if after_insert is not None:
+            try:
+                after_insert(row)
+            except Exception as exc:  # the row is stored: memory is caught up from BigQuery
+                log.warning("memory of a replayed call", extra={"error_type": type(exc).__name__})
         store.delete(letter.id)
         report.replayed.append(letter.id)
     return report
