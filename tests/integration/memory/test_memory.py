@@ -434,3 +434,62 @@ def test_a_backfill_of_delivered_calls_changes_nothing(
     assert memory["calls"] == 2
     assert memory["last_session_id"] == "call-1" == before["last_session_id"]
     assert memory["first_call_at"].timestamp() == pytest.approx(old, abs=1)
+
+
+class CountingReader:
+    """The service's own REST reader, counting its round trips and what each asked for."""
+
+    def __init__(self) -> None:
+        from service.prefetch.firestore_rest import RestDocumentReader
+
+        self.real = RestDocumentReader(PROJECT, "(default)")
+        self.reads: list[list[tuple[str, str]]] = []
+
+    def get_documents(self, paths: Any, timeout: float) -> Any:
+        self.reads.append(list(paths))
+        return self.real.get_documents(paths, timeout)
+
+
+def test_the_memory_shares_the_prefetchs_one_round_trip_and_is_never_served_stale_by_the_cache(
+    make_client: Any, clean_firestore: Any, dataset: str
+) -> None:
+    from service.prefetch.profiles import DocumentCache, ProfileStore
+
+    turn_memory_on(clean_firestore)
+    clean_firestore.collection("profiles").document(CALLER).set({"name": "Ana"})
+    reader = CountingReader()
+    store = ProfileStore(
+        reader,
+        profiles_collection="profiles",
+        agents_collection="agents",
+        cache=DocumentCache(fresh_seconds=30, stale_seconds=600, max_entries=100),
+    )
+    client = make_client(bigquery_dataset=dataset, profile_store=store)
+    prefetch(client)  # the agent's first call on this instance: its settings are learnt
+    end_of_call(client, "call-1", ts=at(1))
+    reader.reads.clear()
+    answer = prefetch(client)
+    assert answer["metadata"]["name"] == "Ana" and answer["metadata"]["memory"]["calls"] == 1
+    # One round trip: the agent and the profile come from the cache, the memory is read fresh.
+    assert reader.reads == [[("profiles", f"{CALLER}/memory/agent:{AGENT}")]]
+    end_of_call(client, "call-2", ts=at(2))
+    assert prefetch(client)["metadata"]["memory"]["calls"] == 2  # at once, not after a TTL
+
+
+def test_a_web_call_is_remembered_by_the_lookup_key_and_otherwise_not_at_all(
+    make_client: Any, clean_firestore: Any, dataset: str
+) -> None:
+    clean_firestore.collection("agents").document(AGENT).set(
+        {"lookup_key": "crm_id", "memory": MEMORY}
+    )
+    client = make_client(bigquery_dataset=dataset)
+    web = {"voip": None, "metadata": {"crm_id": "C-1001", "topic": "pricing"}}
+    end_of_call(client, "web-1", ts=at(1), **web)
+    assert memory_document(clean_firestore, caller="lookup:crm_id:C-1001")["calls"] == 1
+    query = {"agent_id": AGENT, "session_id": "next", "crm_id": "C-1001"}
+    answer = client.get("/prefetch?" + urlencode(query)).get_json()
+    assert answer["metadata"]["memory"]["metadata"] == {"topic": "pricing"}
+    # Nothing identifies this one: nothing is remembered, and nobody's memory is touched.
+    response = end_of_call(client, "web-2", ts=at(2), voip=None, metadata={"topic": "x"})
+    assert response.get_json()["status"] == "inserted"
+    assert [d.id for d in clean_firestore.collection_group("memory").stream()] == [f"agent:{AGENT}"]
