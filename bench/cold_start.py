@@ -24,36 +24,12 @@ import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchlib import FUNCTIONS_FRAMEWORK, ROOT
+from benchlib import FUNCTIONS_FRAMEWORK, ROOT, largest_rss_mib
 from emulators import free_port, start_firestore, treat_sigterm_as_ctrl_c
 
 PROJECT = "bench-millis"
 CALLER = "+15551230000"
 PREFETCH = f"/prefetch?agent_id=bench-agent&session_id=s1&from=%2B{CALLER[1:]}"
-
-
-def process_tree(root: int) -> list[int]:
-    pids, frontier = [root], [root]
-    while frontier:
-        pid = frontier.pop()
-        for task in Path(f"/proc/{pid}/task").glob("*"):
-            try:
-                children = [int(child) for child in (task / "children").read_text().split()]
-            except OSError:
-                continue
-            pids += children
-            frontier += children
-    return pids
-
-
-def rss_mib(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def start(command: list[str], env: dict[str, str], path: str, expect: bytes) -> tuple[float, float]:
@@ -88,7 +64,7 @@ def start(command: list[str], env: dict[str, str], path: str, expect: bytes) -> 
         else:
             raise SystemExit(f"{command} did not answer {path} within 60 s")
         time.sleep(1.0)
-        largest = max(rss_mib(pid) for pid in process_tree(process.pid))
+        largest = largest_rss_mib(process.pid)
         return elapsed, largest
     finally:
         process.terminate()

@@ -53,7 +53,7 @@ def send_large_body(port: int, with_token: bool, stop: threading.Event) -> None:
 
 
 def peak_rss_under_large_bodies(server: Server) -> tuple[float, float]:
-    idle = server.rss_mb()
+    idle = server.rss_mib()
     stop = threading.Event()
     senders = [
         threading.Thread(target=send_large_body, args=(server.port, i % 2 == 0, stop), daemon=True)
@@ -64,7 +64,7 @@ def peak_rss_under_large_bodies(server: Server) -> tuple[float, float]:
         sender.start()
     deadline = time.monotonic() + 60
     while any(s.is_alive() for s in senders) and time.monotonic() < deadline:
-        peak = max(peak, server.rss_mb())
+        peak = max(peak, server.rss_mib())
         time.sleep(0.05)
     stop.set()
     return idle, peak
@@ -127,7 +127,7 @@ def main() -> None:
             try:
                 idle, peak = peak_rss_under_large_bodies(server)
                 print(
-                    f"{label}: RSS idle {idle:.0f} MiB, peak under 32 x {BODY_MIB} MiB bodies "
+                    f"{label}: largest process idle {idle:.0f} MiB, peak under 32 x {BODY_MIB} MiB bodies "
                     f"{peak:.0f} MiB (+{peak - idle:.0f})",
                     flush=True,
                 )

@@ -135,7 +135,7 @@ def main() -> None:
             print(
                 f"hostile requests: {len(hostile_latencies)}, median "
                 f"{statistics.median(hostile_latencies) * 1000:.1f} ms, max "
-                f"{max(hostile_latencies) * 1000:.1f} ms; server RSS {server.rss_mb():.0f} MB"
+                f"{max(hostile_latencies) * 1000:.1f} ms; largest server process {server.rss_mib():.0f} MiB"
             )
         print(f"p99 beside / alone: {beside.p99_ms / alone.p99_ms:.1f}x")
     finally:

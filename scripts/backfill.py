@@ -1,32 +1,37 @@
+#!/usr/bin/env python3
 """Backfill past calls from the Millis call-log API into BigQuery, through the same
 normalisation as the end-of-call webhook. Idempotent: a session loaded twice is one row in the
 `calls` view (the latest delivery wins).
 
-    MILLIS_API_KEY=... uv run python scripts/backfill.py --from 2026-11-01 --to 2026-11-08 [--agent-id X]
-    MILLIS_API_KEY=... uv run python scripts/backfill.py --session-id ID [--session-id ID ...]
-    MILLIS_API_KEY=... uv run python scripts/backfill.py --session-file ids.txt [--dry-run]
+    MILLIS_API_KEY=... ./scripts/backfill.py --from 2026-11-01 --to 2026-11-07 [--agent-id X]
+    MILLIS_API_KEY=... ./scripts/backfill.py --session-id ID [--session-id ID ...]
+    MILLIS_API_KEY=... ./scripts/backfill.py --session-file ids.txt [--dry-run]
 
-Dates are UTC days, --to exclusive. Reads the service's environment for BigQuery (GOOGLE_CLOUD_PROJECT,
-BIGQUERY_DATASET, ...). Rows BigQuery refuses are kept as dead letters (scripts/replay.py).
-Exit code 0 when every call was loaded, 1 when some were skipped or dead-lettered, 2 on errors.
+Dates are UTC days, --from and --to both included (the example loads seven days). Writes to the
+stack of ./scripts/dev, or to Google Cloud when GOOGLE_CLOUD_PROJECT is set (with the service's
+settings: BIGQUERY_DATASET, BIGQUERY_WRITE_API, ...). Rows BigQuery refuses are kept as dead
+letters (scripts/replay.py). --dry-run fetches and validates, and inserts nothing.
+Exit codes: 0 every call was loaded, 1 some were skipped or dead-lettered (listed), 2 could not
+run (no MILLIS_API_KEY, the API refused or kept failing).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "lib"))
+
+import toolkit  # first: the project's Python and modules
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from service.config import Settings, get_settings
 from service.end_of_call.normalise import InvalidPayload, normalise_call, parse_payload
@@ -191,16 +196,13 @@ def load(
     return report
 
 
-def _day(text: str) -> datetime:
-    return datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC)
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, datetime.min.time(), UTC)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--from", dest="start", type=_day, help="first UTC day, YYYY-MM-DD")
-    parser.add_argument("--to", dest="end", type=_day, help="UTC day after the last, YYYY-MM-DD")
+    parser = toolkit.parser(__doc__)
+    toolkit.add_date_range(parser, required=False)
     parser.add_argument("--agent-id")
     parser.add_argument("--session-id", action="append", default=[])
     parser.add_argument("--session-file", type=Path)
@@ -217,12 +219,11 @@ def main(argv: list[str] | None = None) -> int:
         ]
     if not session_ids and not (args.start and args.end):
         parser.error("give --from and --to, or --session-id / --session-file")
-    if args.start and args.end and args.end <= args.start:
-        parser.error("--to must be after --from")
+    toolkit.check_date_range(parser, args)
     api_key = os.environ.get("MILLIS_API_KEY", "")
     if not api_key:
-        print("backfill: set MILLIS_API_KEY", file=sys.stderr)
-        return 2
+        raise toolkit.ToolError("set MILLIS_API_KEY (your Millis API key) to read the call log")
+    toolkit.use_stack("backfill")
 
     from service.stores.bigquery import make_sink
     from service.stores.dead_letters import DeadLetterStore
@@ -233,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     calls: Iterable[dict[str, Any] | None] = (
         (api.call(session_id) for session_id in session_ids)
         if session_ids
-        else api.calls_between(args.start, args.end, args.agent_id)
+        else api.calls_between(
+            _midnight(args.start), _midnight(args.end + timedelta(days=1)), args.agent_id
+        )
     )
     sink = make_sink(settings)  # the write API BIGQUERY_WRITE_API chooses
     dead_letters = DeadLetterStore(
@@ -250,11 +253,10 @@ def main(argv: list[str] | None = None) -> int:
             dry_run=args.dry_run,
         )
     except ApiError as exc:
-        print(f"backfill: {exc}", file=sys.stderr)
-        return 2
+        raise toolkit.ToolError(str(exc)) from None
     print(report.summary(args.dry_run))
-    return 1 if report.skipped or report.dead_lettered else 0
+    return toolkit.NEEDS_ATTENTION if report.skipped or report.dead_lettered else toolkit.DONE
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    toolkit.run("backfill", lambda: main())

@@ -1,41 +1,51 @@
-"""Smoke test of a deployed service: both webhooks with a test profile, and the BigQuery row.
+#!/usr/bin/env python3
+"""Smoke test of a running service: both webhooks with a test profile, and the BigQuery row.
 
-    uv run python scripts/smoke.py --url https://millis-webhooks-xyz.a.run.app \\
-        --token TOKEN --project my-project [--dataset millis] [--database "(default)"]
+    ./scripts/smoke.py                          # the stack of ./scripts/dev
+    ./scripts/smoke.py --url https://millis-webhooks-xyz.a.run.app --token TOKEN \
+        --project my-project [--dataset millis] [--database "(default)"]
 
 Creates a profile for a fictitious number (555-01xx range), calls the prefetch webhook and
 checks the profile comes back, posts an end-of-call payload and polls BigQuery until the row
-arrives, then deletes the profile. Prints PASS or FAIL; exit code 0 only on PASS. Uses your
-Application Default Credentials for Firestore and BigQuery (or the emulators named by
-FIRESTORE_EMULATOR_HOST and BIGQUERY_EMULATOR_HOST, as in its test).
+arrives, then deletes the profile. Prints PASS or FAIL. Without --url, --token and --project it
+tests the stack of ./scripts/dev; with --project (or GOOGLE_CLOUD_PROJECT) it reads Google Cloud
+with your Application Default Credentials. Exit codes: 0 PASS, 1 FAIL, 2 could not run.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+import os
 import random
 import sys
 import time
 import uuid
 from pathlib import Path
 
-import requests
+sys.path.insert(0, str(Path(__file__).resolve().parent / "lib"))
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import toolkit  # first: the project's Python and modules
+
+import requests
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    parser.add_argument("--url", required=True, help="service URL (terraform output service_url)")
-    parser.add_argument("--token", required=True, help="webhook token")
-    parser.add_argument("--project", required=True)
+    parser = toolkit.parser(__doc__)
+    parser.add_argument("--url", help="service URL (terraform output service_url)")
+    parser.add_argument("--token", help="webhook token")
+    parser.add_argument("--project", help="Google Cloud project (default GOOGLE_CLOUD_PROJECT)")
     parser.add_argument("--dataset", default="millis")
     parser.add_argument("--database", default="(default)")
     parser.add_argument("--timeout", type=float, default=90, help="seconds to wait for the row")
     args = parser.parse_args(argv)
+    if args.project:
+        os.environ["GOOGLE_CLOUD_PROJECT"] = args.project
+    toolkit.use_stack("smoke")
+    args.project = os.environ["GOOGLE_CLOUD_PROJECT"]
+    args.url = args.url or os.environ.get("SERVICE_URL")
+    args.token = args.token or (os.environ.get("WEBHOOK_TOKENS") or "").split(",")[0]
+    if not args.url or not args.token:
+        parser.error("give --url and --token (terraform output service_url and webhook_token)")
 
     from google.cloud import bigquery
 
@@ -99,4 +109,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    toolkit.run("smoke", main)

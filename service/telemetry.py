@@ -37,6 +37,11 @@ _TRACE_HEADERS = tuple(_PROPAGATOR.fields)  # the headers those two read
 
 tracer = trace.get_tracer("millis-webhooks")
 
+# Lines that log-based metrics and alerts read (terraform/monitoring.tf: "webhook request", "call
+# kept as a dead letter") go through this logger, written at every LOG_LEVEL: a quieter level must
+# never silence an alert (tests/integration/test_alert_signals.py checks each metric's filter).
+signals = logging.getLogger("service.signals")
+
 
 class CloudLoggingFormatter(logging.Formatter):
     def __init__(self, project: str) -> None:
@@ -83,8 +88,9 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
+    signals.setLevel(min(logging.INFO, root.level))
     # Client libraries log request details at DEBUG/INFO; keep them quiet.
-    for noisy in ("google", "urllib3", "grpc", "werkzeug"):
+    for noisy in ("google", "urllib3", "grpc", "werkzeug", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     # OpenTelemetry warns about a malformed `tracestate` header quoting its contents: any caller,
     # authenticated or not, would choose what and how much we log. The header is ignored anyway.
@@ -92,9 +98,9 @@ def configure_logging(settings: Settings) -> None:
 
 
 def cloud_trace_on_first_export(project: str) -> SpanExporter:
-    """The Cloud Trace exporter, created when the first batch of spans is exported: its client
-    (gRPC and google-api-core, ~0.3 s and ~30 MB) then loads in the span processor's thread,
-    after start-up, instead of in every new instance before its first answer."""
+    """The Cloud Trace exporter, created when the first spans are exported: its client (gRPC and
+    google-api-core, ~0.3 s and ~30 MB) then loads during the first sampled request of an
+    instance, instead of in every new instance before its first answer."""
     from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
     class CloudTraceOnFirstExport(SpanExporter):
@@ -137,18 +143,17 @@ def configure_tracing(settings: Settings) -> None:
         # Imported here: cold start need not pay for the SDK and the Cloud Trace client.
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-        from opentelemetry.sdk.trace.export import (
-            BatchSpanProcessor,
-            ConsoleSpanExporter,
-            SimpleSpanProcessor,
-        )
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
-        processor: SpanProcessor
+        from service.trace_export import ExportAtRequestEnd
+
+        # Exported in the request, while Cloud Run gives it CPU (service/trace_export.py).
+        exporter: SpanExporter
         if exporter_name == "gcp":
             exporter = cloud_trace_on_first_export(settings.google_cloud_project)
-            processor = BatchSpanProcessor(exporter)
         else:
-            processor = SimpleSpanProcessor(ConsoleSpanExporter())
+            exporter = ConsoleSpanExporter()
+        processor: SpanProcessor = ExportAtRequestEnd(exporter)
     except Exception as exc:  # no credentials locally: trace nothing rather than fail
         logging.getLogger(__name__).warning(
             "trace exporter unavailable; spans are not exported",

@@ -8,8 +8,10 @@ resource "google_bigquery_dataset" "millis" {
   #checkov:skip=CKV_GCP_81:Google-managed encryption; a customer-managed key is an organisation choice this module leaves out.
   project     = var.project_id
   dataset_id  = var.bigquery_dataset
-  location    = var.bigquery_location
+  location    = module.data_location.bigquery_location
   description = "Millis AI calls: the append-only call_events table and the views that read it."
+  # Erased rows stay readable this long (time travel), then 7 days of fail-safe.
+  max_time_travel_hours = tostring(var.bigquery_time_travel_hours)
 
   depends_on = [google_project_service.enabled]
 }

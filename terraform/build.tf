@@ -30,6 +30,25 @@ resource "google_cloud_run_v2_service_iam_member" "build_deploy" {
   member   = google_service_account.build.member
 }
 
+# The build adds new columns to the tables before it deploys the image that writes them
+# (cloudbuild.yaml, step `schema`): a role with just that, on the dataset only.
+resource "google_project_iam_custom_role" "schema_updater" {
+  project     = var.project_id
+  role_id     = "${replace(var.service_name, "-", "_")}_schema_updater"
+  title       = "${var.service_name} table schema updater"
+  description = "Reads and updates the schema of the ${var.service_name} tables (cloudbuild.yaml, step schema)."
+  permissions = ["bigquery.tables.get", "bigquery.tables.update"]
+
+  depends_on = [google_project_service.enabled]
+}
+
+resource "google_bigquery_dataset_iam_member" "build_updates_schema" {
+  project    = var.project_id
+  dataset_id = google_bigquery_dataset.millis.dataset_id
+  role       = google_project_iam_custom_role.schema_updater.name
+  member     = google_service_account.build.member
+}
+
 # Deploying a revision that runs as the runtime account requires acting as it.
 resource "google_service_account_iam_member" "build_acts_as_runtime" {
   service_account_id = google_service_account.runtime.name
@@ -91,6 +110,7 @@ resource "google_cloudbuild_trigger" "main" {
     _REGION     = var.region
     _SERVICE    = var.service_name
     _REPOSITORY = google_artifact_registry_repository.images.repository_id
+    _DATASET    = google_bigquery_dataset.millis.dataset_id
   }
 
   depends_on = [google_project_service.enabled]

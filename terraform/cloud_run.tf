@@ -41,7 +41,7 @@ resource "google_cloud_run_v2_service" "webhooks" {
           FIRESTORE_DATABASE        = var.firestore_database
           BIGQUERY_DATASET          = google_bigquery_dataset.millis.dataset_id
           BIGQUERY_EVENTS_TABLE     = "call_events"
-          BIGQUERY_LOCATION         = var.bigquery_location
+          BIGQUERY_LOCATION         = module.data_location.bigquery_location
           LOG_LEVEL                 = var.log_level
           PREFETCH_DEADLINE_MS      = tostring(var.prefetch_deadline_ms)
           PROFILE_CACHE_TTL_SECONDS = tostring(var.profile_cache_ttl_seconds)

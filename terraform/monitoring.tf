@@ -1,14 +1,31 @@
-# Alerts that reach a person, and the service's dashboard (README "Operations").
+# Alerts that reach a person, and the service's dashboard (docs/operations.md, "Alerts").
 #
-# Log-based metrics count what no built-in metric sees: Cloud Run's request log (one entry per
-# request, with its URL, status and latency) split per webhook, and the service's own
-# "call kept as a dead letter" line. Every alert policy says what happened and what to do.
+# Log-based metrics read only the service's own lines, written at every LOG_LEVEL (the
+# `service.signals` logger): one "webhook request" line per request with its route, status and
+# latency (never the URL or its query), and "call kept as a dead letter". Cloud Run's own request
+# log holds the full URL (phone numbers, metadata, a token in the query) and is kept out of the
+# _Default bucket below. Every alert policy says what happened and what to do.
 locals {
   service_filter = "resource.type=\"cloud_run_revision\" AND resource.labels.service_name=\"${var.service_name}\""
   request_log    = "logName=\"projects/${var.project_id}/logs/run.googleapis.com%2Frequests\""
+  service_log    = "logName=\"projects/${var.project_id}/logs/run.googleapis.com%2Fstdout\""
+  webhook_line   = "${local.service_filter} AND ${local.service_log} AND jsonPayload.message=\"webhook request\""
   notification_channels = [
     for channel in google_monitoring_notification_channel.email : channel.id
   ]
+}
+
+# Cloud Run writes a request log entry for every request, with the full URL: for the prefetch
+# `from`, `to`, every metadata value and the token when it travels in the query
+# (https://cloud.google.com/run/docs/logging). Not stored in the _Default bucket: the service's own
+# "webhook request" line carries route, status and latency instead.
+resource "google_logging_project_exclusion" "request_logs" {
+  project     = var.project_id
+  name        = "${var.service_name}-request-urls"
+  description = "Cloud Run request logs of ${var.service_name}: their URLs hold phone numbers and caller metadata."
+  filter      = "${local.service_filter} AND ${local.request_log}"
+
+  depends_on = [google_project_service.enabled]
 }
 
 resource "google_monitoring_notification_channel" "email" {
@@ -24,36 +41,27 @@ resource "google_monitoring_notification_channel" "email" {
   depends_on = [google_project_service.enabled]
 }
 
-resource "google_logging_metric" "prefetch_requests" {
+resource "google_logging_metric" "webhook_requests" {
   project = var.project_id
-  name    = "${var.service_name}/prefetch_requests"
-  filter  = "${local.service_filter} AND ${local.request_log} AND httpRequest.requestUrl:\"/prefetch\""
-
-  metric_descriptor {
-    metric_kind = "DELTA"
-    value_type  = "INT64"
-    unit        = "1"
-  }
-
-  depends_on = [google_project_service.enabled]
-}
-
-resource "google_logging_metric" "end_of_call_requests" {
-  project = var.project_id
-  name    = "${var.service_name}/end_of_call_requests"
-  filter  = "${local.service_filter} AND ${local.request_log} AND httpRequest.requestUrl:\"/end-of-call\""
+  name    = "${var.service_name}/webhook_requests"
+  filter  = local.webhook_line
 
   metric_descriptor {
     metric_kind = "DELTA"
     value_type  = "INT64"
     unit        = "1"
     labels {
+      key        = "route"
+      value_type = "STRING"
+    }
+    labels {
       key        = "status"
       value_type = "STRING"
     }
   }
   label_extractors = {
-    status = "EXTRACT(httpRequest.status)"
+    route  = "EXTRACT(jsonPayload.route)"
+    status = "EXTRACT(jsonPayload.status)"
   }
 
   depends_on = [google_project_service.enabled]
@@ -62,8 +70,8 @@ resource "google_logging_metric" "end_of_call_requests" {
 resource "google_logging_metric" "prefetch_latency" {
   project         = var.project_id
   name            = "${var.service_name}/prefetch_latency"
-  filter          = "${local.service_filter} AND ${local.request_log} AND httpRequest.requestUrl:\"/prefetch\""
-  value_extractor = "REGEXP_EXTRACT(httpRequest.latency, \"([0-9.]+)s\")"
+  filter          = "${local.webhook_line} AND jsonPayload.route=\"/prefetch\""
+  value_extractor = "EXTRACT(jsonPayload.latency_seconds)"
 
   metric_descriptor {
     metric_kind = "DELTA"
@@ -81,10 +89,35 @@ resource "google_logging_metric" "prefetch_latency" {
   depends_on = [google_project_service.enabled]
 }
 
+# 1 for an end-of-call the service accepted, 0 for any other webhook request (a prefetch, a 401):
+# its mean over silence_hours is 0 exactly when calls arrive but no end-of-call is accepted, and it
+# has a point for every prefetch, so the silence alert needs no absence condition (which is met
+# only after a first point: https://cloud.google.com/monitoring/alerts/metric-absence) and fires
+# for an end-of-call URL that was wrong from day one.
+resource "google_logging_metric" "end_of_call_accepted" {
+  project         = var.project_id
+  name            = "${var.service_name}/end_of_call_accepted"
+  filter          = "${local.webhook_line} AND jsonPayload.route=~\"^/(prefetch|end-of-call)$\""
+  value_extractor = "EXTRACT(jsonPayload.end_of_call_accepted)"
+
+  metric_descriptor {
+    metric_kind = "DELTA"
+    value_type  = "DISTRIBUTION"
+    unit        = "1"
+  }
+  bucket_options {
+    explicit_buckets {
+      bounds = [0.5]
+    }
+  }
+
+  depends_on = [google_project_service.enabled]
+}
+
 resource "google_logging_metric" "dead_letters" {
   project = var.project_id
   name    = "${var.service_name}/dead_letters"
-  filter  = "${local.service_filter} AND jsonPayload.message=\"call kept as a dead letter\""
+  filter  = "${local.service_filter} AND ${local.service_log} AND jsonPayload.message=\"call kept as a dead letter\""
 
   metric_descriptor {
     metric_kind = "DELTA"
@@ -93,6 +126,23 @@ resource "google_logging_metric" "dead_letters" {
   }
 
   depends_on = [google_project_service.enabled]
+}
+
+# An alert policy on a log-based metric created moments before is refused ("Cannot find metric(s)
+# ... it could take up to 10 minutes to become available",
+# https://github.com/hashicorp/terraform-provider-google/issues/11102): the policies that read
+# these metrics wait this long after them. A new or renamed metric waits again; other changes do not.
+resource "time_sleep" "log_metrics_propagate" {
+  create_duration = var.log_metric_propagation_wait
+
+  triggers = {
+    metrics = join(",", [
+      google_logging_metric.webhook_requests.id,
+      google_logging_metric.prefetch_latency.id,
+      google_logging_metric.end_of_call_accepted.id,
+      google_logging_metric.dead_letters.id,
+    ])
+  }
 }
 
 resource "google_monitoring_alert_policy" "dead_letters" {
@@ -125,6 +175,8 @@ resource "google_monitoring_alert_policy" "dead_letters" {
       the errors. No action is needed when this clears by itself.
     EOT
   }
+
+  depends_on = [time_sleep.log_metrics_propagate]
 }
 
 resource "google_monitoring_alert_policy" "server_errors" {
@@ -169,7 +221,7 @@ resource "google_monitoring_alert_policy" "end_of_call_503" {
   conditions {
     display_name = "end-of-call 503"
     condition_threshold {
-      filter          = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.end_of_call_requests.name}\" AND resource.type=\"cloud_run_revision\" AND metric.labels.status=\"503\""
+      filter          = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.webhook_requests.name}\" AND resource.type=\"cloud_run_revision\" AND metric.labels.route=\"/end-of-call\" AND metric.labels.status=\"503\""
       comparison      = "COMPARISON_GT"
       threshold_value = 0
       duration        = "0s"
@@ -189,6 +241,8 @@ resource "google_monitoring_alert_policy" "end_of_call_503" {
       `scripts/backfill.py --from <day> --to <day>` to fetch the affected calls from Millis.
     EOT
   }
+
+  depends_on = [time_sleep.log_metrics_propagate]
 }
 
 resource "google_monitoring_alert_policy" "prefetch_latency" {
@@ -221,6 +275,8 @@ resource "google_monitoring_alert_policy" "prefetch_latency" {
       dashboard's latency and instance panels.
     EOT
   }
+
+  depends_on = [time_sleep.log_metrics_propagate]
 }
 
 resource "google_monitoring_alert_policy" "replay_failures" {
@@ -248,7 +304,7 @@ resource "google_monitoring_alert_policy" "replay_failures" {
     content   = <<-EOT
       The replay job failed: dead letters older than ${var.replay_alert_after_minutes} minutes
       remain (or the job itself could not run). Their calls are safe in Firestore but missing
-      from the cost views. Run `uv run python scripts/replay.py --dry-run` to see each letter's
+      from the cost views. Run `./scripts/replay.py --dry-run` to see each letter's
       error: BigQuery down or refusing (quota, permissions), or a row it rejects (open an issue
       with the error, never the row).
     EOT
@@ -257,32 +313,54 @@ resource "google_monitoring_alert_policy" "replay_failures" {
 
 resource "google_monitoring_alert_policy" "silence" {
   project               = var.project_id
-  display_name          = "${var.service_name}: prefetches but no end-of-call"
-  combiner              = "AND"
+  display_name          = "${var.service_name}: calls but no end-of-call accepted"
+  combiner              = "OR"
   notification_channels = local.notification_channels
 
   conditions {
-    display_name = "prefetches arrive"
+    display_name = "no accepted end-of-call among the webhook requests"
     condition_threshold {
-      filter          = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.prefetch_requests.name}\" AND resource.type=\"cloud_run_revision\""
-      comparison      = "COMPARISON_GT"
-      threshold_value = 0
+      filter          = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.end_of_call_accepted.name}\" AND resource.type=\"cloud_run_revision\""
+      comparison      = "COMPARISON_LT"
+      threshold_value = 0.000001
       duration        = "0s"
       aggregations {
         alignment_period     = "${var.silence_hours * 3600}s"
-        per_series_aligner   = "ALIGN_SUM"
-        cross_series_reducer = "REDUCE_SUM"
+        per_series_aligner   = "ALIGN_MEAN"
+        cross_series_reducer = "REDUCE_MEAN"
       }
     }
   }
 
+  documentation {
+    mime_type = "text/markdown"
+    content   = <<-EOT
+      Webhook requests arrive (prefetches, or end-of-calls refused) but for ${var.silence_hours}
+      hours not one end-of-call was accepted: the end-of-call URL in Millis is wrong, was never
+      set, or lost its token (check *Webhook settings* or the agent's `session_data_webhook`, and
+      the "unauthorized webhook requests" alert). Calls made meanwhile can be recovered with
+      `scripts/backfill.py`.
+    EOT
+  }
+
+  depends_on = [time_sleep.log_metrics_propagate]
+}
+
+resource "google_monitoring_alert_policy" "unauthorized" {
+  project               = var.project_id
+  display_name          = "${var.service_name}: webhook requests refused (401/403)"
+  combiner              = "OR"
+  notification_channels = local.notification_channels
+
   conditions {
-    display_name = "no end-of-call arrives"
-    condition_absent {
-      filter   = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.end_of_call_requests.name}\" AND resource.type=\"cloud_run_revision\""
-      duration = "${var.silence_hours * 3600}s"
+    display_name = "401 or 403 answers"
+    condition_threshold {
+      filter          = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.webhook_requests.name}\" AND resource.type=\"cloud_run_revision\" AND metric.labels.status=one_of(\"401\", \"403\")"
+      comparison      = "COMPARISON_GT"
+      threshold_value = var.alert_unauthorized_per_10_minutes
+      duration        = "0s"
       aggregations {
-        alignment_period     = "3600s"
+        alignment_period     = "600s"
         per_series_aligner   = "ALIGN_SUM"
         cross_series_reducer = "REDUCE_SUM"
       }
@@ -292,12 +370,16 @@ resource "google_monitoring_alert_policy" "silence" {
   documentation {
     mime_type = "text/markdown"
     content   = <<-EOT
-      Calls start (prefetches arrive) but no end-of-call webhook has arrived for
-      ${var.silence_hours} hours: the end-of-call URL in Millis is probably wrong or lost its
-      token (check *Webhook settings* or the agent's `session_data_webhook`, and the service's
-      401 answers). Calls made meanwhile can be recovered with `scripts/backfill.py`.
+      More than ${var.alert_unauthorized_per_10_minutes} webhook requests in 10 minutes were
+      refused for a missing or wrong token (401) or signature (403). If Millis sends them, its
+      webhook settings carry an old token or URL: compare them with
+      `terraform output -raw end_of_call_webhook_url` (and the prefetch URL). Its calls are not
+      stored meanwhile; recover them with `scripts/backfill.py` once fixed. A short burst from an
+      unknown client is a scan, which the token stops.
     EOT
   }
+
+  depends_on = [time_sleep.log_metrics_propagate]
 }
 
 resource "google_monitoring_dashboard" "service" {
@@ -309,9 +391,9 @@ resource "google_monitoring_dashboard" "service" {
 
   depends_on = [
     google_project_service.enabled,
-    google_logging_metric.prefetch_requests,
-    google_logging_metric.end_of_call_requests,
+    google_logging_metric.webhook_requests,
     google_logging_metric.prefetch_latency,
+    google_logging_metric.end_of_call_accepted,
     google_logging_metric.dead_letters,
   ]
 }

@@ -52,12 +52,13 @@ output "build_sources_bucket" {
 }
 
 output "deployment" {
-  description = "Project, region, service and repository names, for scripts/deploy."
+  description = "Project, region, service, repository and dataset names, for scripts/deploy."
   value = {
     project    = var.project_id
     region     = var.region
     service    = google_cloud_run_v2_service.webhooks.name
     repository = google_artifact_registry_repository.images.repository_id
+    dataset    = google_bigquery_dataset.millis.dataset_id
   }
 }
 
@@ -66,7 +67,7 @@ output "deployment" {
 output "looker_studio_cost_report_url" {
   description = "Opens a Looker Studio report on the cost_daily_by_agent view (Linking API)."
   value = join("", [
-    "https://lookerstudio.google.com/reporting/create?c.reportName=",
+    "https://lookerstudio.google.com/reporting/create?r.reportName=",
     urlencode("Millis call costs"),
     "&ds.ds0.connector=bigQuery&ds.ds0.type=TABLE",
     "&ds.ds0.projectId=", urlencode(var.project_id),

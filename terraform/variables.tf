@@ -9,7 +9,7 @@ variable "project_id" {
 }
 
 variable "region" {
-  description = "Region of the Cloud Run service, the Artifact Registry repository and Cloud Build."
+  description = "Region of the Cloud Run service, the Artifact Registry repository and Cloud Build; the data locations follow it unless set."
   type        = string
   default     = "us-central1"
 }
@@ -38,9 +38,9 @@ variable "create_firestore_database" {
 }
 
 variable "firestore_location" {
-  description = "Location of the Firestore database (a region or a multi-region such as nam5)."
+  description = "Location of the Firestore database. Null (the default) derives it from region (terraform/README.md, \"Data location\"): nam5 for a US region, eur3 for a region in the EU, the region itself elsewhere."
   type        = string
-  default     = "nam5"
+  default     = null
 }
 
 variable "bigquery_dataset" {
@@ -55,9 +55,32 @@ variable "bigquery_dataset" {
 }
 
 variable "bigquery_location" {
-  description = "Location of the BigQuery dataset (US, EU or a region)."
+  description = "Location of the BigQuery dataset. Null (the default) derives it from region: US for a US region, EU for a region in the EU, the region itself elsewhere."
   type        = string
-  default     = "US"
+  default     = null
+}
+
+variable "allow_data_outside_region" {
+  description = "Accept a bigquery_location or firestore_location outside the geography of region (refused otherwise, so that data never leaves it by accident)."
+  type        = bool
+  default     = false
+}
+
+variable "bigquery_time_travel_hours" {
+  description = "BigQuery time travel window of the dataset in hours (48 to 168, a multiple of 24): erased or changed rows stay readable this long, then 7 more days of fail-safe recoverable by Google only (docs/operations.md, \"Personal data\")."
+  type        = number
+  default     = 168
+
+  validation {
+    condition     = var.bigquery_time_travel_hours >= 48 && var.bigquery_time_travel_hours <= 168 && var.bigquery_time_travel_hours % 24 == 0
+    error_message = "bigquery_time_travel_hours must be 48, 72, 96, 120, 144 or 168."
+  }
+}
+
+variable "firestore_point_in_time_recovery" {
+  description = "Firestore point-in-time recovery: true keeps every document's versions for 7 days (erased profiles and dead letters stay recoverable that long); false keeps 1 hour."
+  type        = bool
+  default     = true
 }
 
 variable "deletion_protection" {
@@ -310,5 +333,27 @@ variable "silence_hours" {
   validation {
     condition     = var.silence_hours >= 1 && var.silence_hours <= 23
     error_message = "silence_hours must be between 1 and 23."
+  }
+}
+
+variable "alert_unauthorized_per_10_minutes" {
+  description = "Webhook requests answered 401 or 403 in 10 minutes that alert (a token or URL set wrong in Millis)."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.alert_unauthorized_per_10_minutes >= 0
+    error_message = "alert_unauthorized_per_10_minutes must be 0 or more."
+  }
+}
+
+variable "log_metric_propagation_wait" {
+  description = "Pause between creating the log-based metrics and the alert policies that read them (a new metric takes up to 10 minutes to become available)."
+  type        = string
+  default     = "600s"
+
+  validation {
+    condition     = can(regex("^[0-9]+[sm]$", var.log_metric_propagation_wait))
+    error_message = "log_metric_propagation_wait is a duration such as 600s or 10m."
   }
 }

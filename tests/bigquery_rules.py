@@ -225,7 +225,9 @@ def _decoded(message: Any, fields: list[dict[str, Any]], where: str) -> dict[str
     for field in fields:
         name = field["name"]
         path = f"{where}.{name}" if where else name
-        if field.get("mode") == "REPEATED":
+        if name not in message.DESCRIPTOR.fields_by_name:  # a writer schema without the column
+            row[name] = None
+        elif field.get("mode") == "REPEATED":
             values = list(getattr(message, name))
             row[name] = [_value(v, field, f"{path}[{i}]") for i, v in enumerate(values)]
         elif message.HasField(name):

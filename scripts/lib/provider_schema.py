@@ -2,7 +2,7 @@
 type terraform/ uses, in each provider version we check, read offline-able from the jsii assembly
 inside the `cdktn-provider-*` wheels (generated from the providers' own schemas).
 
-    uv run python scripts/lib/provider_schema.py     # needs PyPI; the tests then read the JSON only
+    .venv/bin/python scripts/lib/provider_schema.py  # needs PyPI; the tests then read the JSON only
 
 Each property's documentation links the registry page of its resource with the argument's own
 name as anchor (`.../resources/cloud_run_v2_service#invoker_iam_disabled`): that anchor is the

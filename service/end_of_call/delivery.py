@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from service.stored_row import insert_id
 from service.stores.errors import InsertFailed
+from service.telemetry import signals
 
 if TYPE_CHECKING:
     from service.stores.dead_letters import DeadLetterStore
@@ -49,5 +50,5 @@ def insert_or_dead_letter(
             extra={"reason": reason, "error_type": type(exc).__name__},
         )
         raise StoresUnavailable(reason) from None
-    log.warning("call kept as a dead letter", extra={"reason": reason})
+    signals.warning("call kept as a dead letter", extra={"reason": reason})
     return Outcome("dead_lettered", session_id, reason)

@@ -71,8 +71,14 @@ def main(argv: list[str] | None = None) -> int:
         settings.dead_letter_collection,
     )
     if args.dry_run:
-        for letter in store.list(args.limit):
-            print(f"{letter.id}  reason={letter.reason}  created={letter.created_at}")
+        letters = list(store.list(args.limit))
+        if not letters:
+            print("no dead letters: nothing to replay")
+            return 0
+        print(f"would replay {len(letters)} dead letters, oldest first (changing nothing):")
+        for letter in letters:
+            kept = letter.created_at.isoformat(timespec="seconds") if letter.created_at else "?"
+            print(f"  session {letter.session_id}  reason {letter.reason}  kept since {kept}")
         return 0
 
     from service.memory.catch_up import remember_replayed, run_catch_up

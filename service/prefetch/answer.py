@@ -218,6 +218,7 @@ class PrefetchAnswer:
     profile_found: bool
     cache_hits: int
     degraded: str  # why Firestore could not be read ("" when it was)
+    profile_id: str | None = None  # the profiles/ document that answered (scripts/profiles.py show)
 
 
 class PrefetchService:
@@ -280,11 +281,11 @@ class PrefetchService:
             agent = {}  # a disabled agent, or one whose settings are of the wrong type
             memory_key = None
         candidates = ([lookup_id] if lookup_id else []) + self._order_numbers(numbers, agent)
-        profile = None
+        profile, profile_id = None, None
         for document_id in candidates:
             document = result.documents.get(("profile", document_id))
             if document and self._usable(document, request.agent_id):
-                profile = document
+                profile, profile_id = document, document_id
                 break
 
         memory = None
@@ -298,7 +299,9 @@ class PrefetchService:
                 "profile store unavailable; answered from cache or agent defaults",
                 extra={"agent_id": request.agent_id, "failure": result.failure},
             )
-        return PrefetchAnswer(body, profile is not None, result.from_cache, result.failure)
+        return PrefetchAnswer(
+            body, profile is not None, result.from_cache, result.failure, profile_id
+        )
 
     def caller_id(
         self,

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import queue
+import re
 import threading
 import time
 import weakref
@@ -51,6 +52,9 @@ from service.stores.errors import InsertFailed, RowError
 log = logging.getLogger(__name__)
 
 EMULATOR_ENV = "BIGQUERY_STORAGE_EMULATOR_HOST"
+# A connection (and the table columns its writer schema holds) is renewed this often, so that a
+# column added to the table is written within minutes of BigQuery accepting it.
+SCHEMA_REFRESH_SECONDS = 600.0
 # Under 10 MB (decimal, the smaller reading) as documented for one AppendRowsRequest.
 MAX_REQUEST_BYTES = 10_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -262,14 +266,23 @@ def _scalar(kind: str, value: Any) -> Any:
 
 
 class RowEncoder:
-    """Rows of one table as serialized protobuf, with the writer schema to send alongside."""
+    """Rows of one table as serialized protobuf, with the writer schema to send alongside.
 
-    def __init__(self, table: str = "call_events") -> None:
-        self.fields: list[dict[str, Any]] = table_definitions()[table]["schema"]
+    `fields` narrows the message to the columns the table has (`columns_in_table`): a value of
+    a column the table lacks is left out of the row (the call stays whole in `raw_payload`)."""
+
+    def __init__(
+        self, table: str = "call_events", fields: list[dict[str, Any]] | None = None
+    ) -> None:
+        known: list[dict[str, Any]] = table_definitions()[table]["schema"]
+        self.fields = known if fields is None else fields
+        self.left_out = frozenset(f["name"] for f in known) - {f["name"] for f in self.fields}
         self.descriptor = descriptor_for(self.fields, "CallRow")
         self.message_class = message_class(self.descriptor)
 
     def encode(self, row: dict[str, Any]) -> bytes:
+        if self.left_out:
+            row = {key: value for key, value in row.items() if key not in self.left_out}
         message = self.message_class()
         _fill(message, row, self.fields, "")
         try:
@@ -277,6 +290,45 @@ class RowEncoder:
         except Exception as exc:  # a REQUIRED field missing deep inside, text not UTF-8
             raise RowNotEncodable(f"the row does not serialize: {type(exc).__name__}") from None
         return data
+
+
+def columns_in_table(
+    fields: list[dict[str, Any]], table_fields: Sequence[Any], refused: frozenset[str]
+) -> list[dict[str, Any]]:
+    """Our columns that the table has (from GetWriteStream's `table_schema`), minus the ones
+    BigQuery refused lately. A RECORD is kept only when the table has every field of ours in it:
+    a record the table knows only in part is left out whole (it stays in `raw_payload`)."""
+    in_table = {field.name.lower(): field for field in table_fields}
+
+    def complete(ours: dict[str, Any], theirs: Any) -> bool:
+        if ours["type"].upper() not in ("RECORD", "STRUCT"):
+            return True
+        children = {child.name.lower(): child for child in theirs.fields}
+        return all(
+            child["name"].lower() in children and complete(child, children[child["name"].lower()])
+            for child in ours["fields"]
+        )
+
+    return [
+        field
+        for field in fields
+        if field["name"].lower() in in_table
+        and field["name"] not in refused
+        and complete(field, in_table[field["name"].lower()])
+    ]
+
+
+_EXTRA_FIELDS = re.compile(r"extra fields?:?\s*(.*)", re.IGNORECASE)
+
+
+def refused_fields(message: str) -> frozenset[str] | None:
+    """The top-level fields a SCHEMA_MISMATCH_EXTRA_FIELDS error names; None when the error is
+    not a schema mismatch."""
+    if "SCHEMA_MISMATCH" not in message and "more fields than" not in message:
+        return None
+    match = _EXTRA_FIELDS.search(message)
+    names = re.findall(r"'([^']+)'", match.group(1)) if match else []
+    return frozenset(name.split(".")[0] for name in names)
 
 
 # -- the sink -------------------------------------------------------------------------------------
@@ -292,6 +344,12 @@ class StorageWriteSink:
     """Appends rows to the default stream with bounded retries inside the caller's time budget.
 
     Every insert of the instance goes through one kept AppendRows connection (`_Connection`).
+    Its writer schema holds only the columns the table has, read with GetWriteStream when the
+    connection opens: BigQuery refuses a writer schema with a field the table lacks
+    (SCHEMA_MISMATCH_EXTRA_FIELDS), which an image newer than its table would otherwise turn into
+    a dead letter per call. A refusal all the same (a column added minutes ago is accepted only
+    after a while) leaves the named columns out and reconnects within the budget; a connection
+    is renewed every SCHEMA_REFRESH_SECONDS so that a new column is written once it is accepted.
     """
 
     def __init__(
@@ -304,11 +362,13 @@ class StorageWriteSink:
     ) -> None:
         self.client = client
         self.table_id = table_id
+        self.table = table_id.rsplit(".", 1)[1]
         self.stream = stream_name(table_id)
         self.timeout_seconds = timeout_seconds
         self.attempts = attempts
-        self.encoder = encoder or RowEncoder(table_id.rsplit(".", 1)[1])
-        self._schema = types.ProtoSchema(proto_descriptor=self.encoder.descriptor)
+        self.encoder = encoder or RowEncoder(self.table)
+        self._schema_read = False
+        self._refused: frozenset[str] = frozenset()
         self._connection: _Connection | None = None
         self._connection_lock = threading.Lock()
 
@@ -319,34 +379,38 @@ class StorageWriteSink:
         de-duplication (the `calls` view keeps one row per session)."""
         deadline = time.monotonic() + self.timeout_seconds
         errors: list[RowError] = []
-        pending: list[tuple[int, bytes]] = []
+        pending: list[tuple[int, dict[str, Any], bytes]] = []
+        encoder = self.encoder
         for index, row in enumerate(rows):
             try:
-                pending.append((index, self.encoder.encode(row)))
+                pending.append((index, row, encoder.encode(row)))
             except RowNotEncodable as exc:
                 errors.append(RowError(index, f"invalid: {exc}"[:1000]))
         for batch in self._batches(pending, errors):
-            errors += self._append(batch, deadline)
+            errors += self._append(batch, deadline, encoder)
         return sorted(errors, key=lambda error: error.index)
 
-    def request(self, serialized: Sequence[bytes]) -> types.AppendRowsRequest:
+    def request(
+        self, serialized: Sequence[bytes], encoder: RowEncoder | None = None
+    ) -> types.AppendRowsRequest:
+        descriptor = (encoder or self.encoder).descriptor
         return types.AppendRowsRequest(
             write_stream=self.stream,
             proto_rows=types.AppendRowsRequest.ProtoData(
-                writer_schema=self._schema,
+                writer_schema=types.ProtoSchema(proto_descriptor=descriptor),
                 rows=types.ProtoRows(serialized_rows=list(serialized)),
             ),
         )
 
     def _batches(
-        self, pending: list[tuple[int, bytes]], errors: list[RowError]
-    ) -> list[list[tuple[int, bytes]]]:
+        self, pending: list[tuple[int, dict[str, Any], bytes]], errors: list[RowError]
+    ) -> list[list[tuple[int, dict[str, Any], bytes]]]:
         """Split rows into requests under MAX_REQUEST_BYTES; a row too large alone is refused."""
         overhead = types.AppendRowsRequest.pb(self.request([])).ByteSize()
-        batches: list[list[tuple[int, bytes]]] = []
-        current: list[tuple[int, bytes]] = []
+        batches: list[list[tuple[int, dict[str, Any], bytes]]] = []
+        current: list[tuple[int, dict[str, Any], bytes]] = []
         size = overhead
-        for index, data in pending:
+        for index, row, data in pending:
             cost = len(data) + 6  # the bytes field's tag and length prefix
             if overhead + cost >= MAX_REQUEST_BYTES:
                 errors.append(
@@ -360,13 +424,18 @@ class StorageWriteSink:
             if current and size + cost >= MAX_REQUEST_BYTES:
                 batches.append(current)
                 current, size = [], overhead
-            current.append((index, data))
+            current.append((index, row, data))
             size += cost
         if current:
             batches.append(current)
         return batches
 
-    def _append(self, batch: list[tuple[int, bytes]], deadline: float) -> list[RowError]:
+    def _append(
+        self,
+        batch: list[tuple[int, dict[str, Any], bytes]],
+        deadline: float,
+        encoded_with: RowEncoder,
+    ) -> list[RowError]:
         errors: list[RowError] = []
         last_error = "no attempt made"
         attempt = 0
@@ -375,17 +444,21 @@ class StorageWriteSink:
             if remaining <= 0.05:
                 break
             try:
-                response = self._send([data for _, data in batch], remaining)
+                response, encoded_with = self._send(batch, encoded_with, errors, remaining)
             except google_exceptions.GoogleAPICallError as exc:
                 last_error = f"{type(exc).__name__}: {str(exc.message)[:300]}"
-                if exc.grpc_status_code is not None and (
+                if self._schema_refused(str(exc.message)):
+                    pass  # reconnect without the refused columns, below
+                elif exc.grpc_status_code is not None and (
                     exc.grpc_status_code.value[0] not in _RETRYABLE_CODES
                 ):
                     raise InsertFailed(last_error) from exc
             except grpc.RpcError as exc:  # the raw call's status
                 code = exc.code() if callable(getattr(exc, "code", None)) else None
                 last_error = f"{getattr(code, 'name', 'RpcError')}: {_details(exc)}"
-                if code is not None and code.value[0] not in _RETRYABLE_CODES:
+                if self._schema_refused(_details(exc)):
+                    pass
+                elif code is not None and code.value[0] not in _RETRYABLE_CODES:
                     raise InsertFailed(last_error) from None
             except Exception as exc:  # a closed connection, a timeout, transport errors
                 last_error = f"{type(exc).__name__}: {str(exc)[:300]}"
@@ -397,8 +470,8 @@ class StorageWriteSink:
                     if not refused.keys() & set(range(len(batch))):
                         # Errors naming no row of ours: every row is refused, nothing resent.
                         message = f"invalid: {next(iter(refused.values()))}"[:1000]
-                        return errors + [RowError(index, message) for index, _ in batch]
-                    for position, (index, _) in enumerate(batch):
+                        return errors + [RowError(index, message) for index, _, _ in batch]
+                    for position, (index, _, _) in enumerate(batch):
                         if position in refused:
                             errors.append(RowError(index, f"invalid: {refused[position]}"[:1000]))
                     batch = [item for position, item in enumerate(batch) if position not in refused]
@@ -407,10 +480,12 @@ class StorageWriteSink:
                 if status is None or not status.code:
                     return errors
                 last_error = f"status {status.code}: {status.message[:300]}"
-                if status.code not in _RETRYABLE_CODES:
+                if self._schema_refused(status.message):
+                    pass  # not the rows' fault: reconnect without the refused columns
+                elif status.code not in _RETRYABLE_CODES:
                     # The whole request refused as malformed: each row keeps the reason.
                     return errors + [
-                        RowError(index, f"invalid: {last_error}") for index, _ in batch
+                        RowError(index, f"invalid: {last_error}") for index, _, _ in batch
                     ]
             attempt += 1
             log.warning(
@@ -422,21 +497,90 @@ class StorageWriteSink:
             return errors
         raise InsertFailed(last_error)
 
-    def _send(self, serialized: list[bytes], timeout: float) -> Any:
-        connection = self._open_connection()
-        future = connection.send(self.request(serialized))
+    def _schema_refused(self, message: str) -> bool:
+        """A writer schema with a column the stream does not accept: close the connection and
+        leave those columns out of the next one (read the table's columns again)."""
+        refused = refused_fields(message)
+        if refused is None:
+            return False
+        with self._connection_lock:
+            self._refused |= refused
+            self._schema_read = False
+            if self._connection is not None:
+                self._connection.close(ConnectionClosed("writer schema refused"))
+        log.warning("bigquery refused the writer schema; reconnecting without the new columns")
+        return True
+
+    def _send(
+        self,
+        batch: list[tuple[int, dict[str, Any], bytes]],
+        encoded_with: RowEncoder,
+        errors: list[RowError],
+        timeout: float,
+    ) -> tuple[Any, RowEncoder]:
+        """Send the batch on the kept connection; re-encode it (in place) first when the
+        connection writes another set of columns. Returns the answer and the encoder used."""
+        connection = self._open_connection(timeout)
+        if connection.encoder is not encoded_with:
+            encoded: list[tuple[int, dict[str, Any], bytes]] = []
+            for index, row, _ in batch:
+                try:
+                    encoded.append((index, row, connection.encoder.encode(row)))
+                except RowNotEncodable as exc:
+                    errors.append(RowError(index, f"invalid: {exc}"[:1000]))
+            batch[:] = encoded
+            encoded_with = connection.encoder
+        future = connection.send(self.request([data for _, _, data in batch], encoded_with))
         try:
-            return future.result(timeout=timeout)
+            return future.result(timeout=timeout), encoded_with
         except FutureTimeout:
             # The connection is stuck (or the server is): a new one for the next request.
             connection.close(TimeoutError("no answer within the insert budget"))
             raise TimeoutError("no answer within the insert budget") from None
 
-    def _open_connection(self) -> _Connection:
+    def _open_connection(self, timeout: float = 5.0) -> _Connection:
         with self._connection_lock:
-            if self._connection is None or self._connection.closed:
-                self._connection = _Connection(self.client, self.stream)
-            return self._connection
+            current = self._connection
+            if current is not None and not current.closed and current.expired():
+                current.retire()  # answers still come; new writes take a new connection
+                self._schema_read = False
+            if current is None or current.closed:
+                if not self._schema_read:
+                    self.encoder = self._encoder_for_table(timeout)
+                current = self._connection = _Connection(self.client, self.stream, self.encoder)
+            return current
+
+    def _encoder_for_table(self, timeout: float) -> RowEncoder:
+        """Our columns that the table has, read with GetWriteStream (FULL view); all of ours
+        when the table's cannot be read (the append then says whether they fit)."""
+        known = table_definitions()[self.table]["schema"]
+        try:
+            stream = self.client.get_write_stream(
+                request=types.GetWriteStreamRequest(
+                    name=self.stream, view=types.WriteStreamView.FULL
+                ),
+                # Half the budget at most, no retries: the append must keep time for itself.
+                timeout=max(0.1, min(timeout / 2, 5.0)),
+                retry=None,
+            )
+            fields = columns_in_table(known, stream.table_schema.fields, self._refused)
+        except Exception as exc:
+            log.warning(
+                "table schema not read; writing every known column",
+                extra={"error_type": type(exc).__name__},
+            )
+            fields = [field for field in known if field["name"] not in self._refused]
+        self._schema_read = True
+        if [f["name"] for f in fields] == [f["name"] for f in self.encoder.fields]:
+            return self.encoder
+        if len(fields) < len(known):
+            log.warning(
+                "the table lacks columns this version writes; they stay in raw_payload",
+                extra={
+                    "left_out": sorted({f["name"] for f in known} - {f["name"] for f in fields})
+                },
+            )
+        return RowEncoder(self.table, fields)
 
 
 def _details(exc: grpc.RpcError) -> str:
@@ -469,7 +613,9 @@ class _Connection:
     waiting request fails and is retried by its caller); the next request opens a new one.
     """
 
-    def __init__(self, client: Any, stream: str) -> None:
+    def __init__(self, client: Any, stream: str, encoder: RowEncoder) -> None:
+        self.encoder = encoder  # the columns this connection's writer schema holds
+        self.opened = time.monotonic()
         self.closed = False
         self._lock = threading.Lock()
         self._pending: deque[Future[Any]] = deque()
@@ -496,6 +642,15 @@ class _Connection:
             self._pending.append(future)
             self._requests.put(request)
         return future
+
+    def expired(self) -> bool:
+        return time.monotonic() - self.opened > SCHEMA_REFRESH_SECONDS
+
+    def retire(self) -> None:
+        """Take no more requests; the ones sent still get their answers, then the stream ends."""
+        with self._lock:
+            self.closed = True
+        self._requests.put(_END)
 
     def _read(self) -> None:
         error: BaseException

@@ -34,6 +34,7 @@ import flask
 from werkzeug.wrappers import Request
 
 from service.web.auth import TOKEN_PARAMETER
+from service.web.request_log import log_request
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -121,6 +122,7 @@ class RequestGuard:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         headers_done()  # gunicorn has parsed them; a body gets its own deadline
+        started = time.perf_counter()
         path = environ.get("PATH_INFO", "").rstrip("/") or "/"
         method = environ.get("REQUEST_METHOD", "")
         methods = allowed_methods(path)
@@ -145,6 +147,8 @@ class RequestGuard:
                 _close_after_answer(start_response)
                 return _Lingering(self.app(environ, start_response), environ)
         except HttpError as exc:
+            # Refused before the handler (a 401 of a Millis without its token): still counted.
+            log_request(path if methods is not None else "other", method, exc.status, started)
             if not _announces_body(environ):
                 return _refuse(start_response, exc)
             _close_after_answer(start_response)

@@ -137,11 +137,21 @@ def build_document() -> dict[str, Any]:
                     },
                 }
             },
-            "/healthz": {
+            "/health": {
                 "get": {
                     "operationId": "health",
                     "security": [],
-                    "summary": "Liveness: answers without calling any dependency.",
+                    "summary": "Liveness and startup probe of Cloud Run: answers without calling "
+                    "any dependency.",
+                    "responses": {"200": {"description": "Serving."}},
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "operationId": "healthz",
+                    "security": [],
+                    "summary": "The same as /health, for local tools (Cloud Run reserves some "
+                    "paths ending in z).",
                     "responses": {"200": {"description": "Serving."}},
                 }
             },

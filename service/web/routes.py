@@ -20,6 +20,7 @@ from service.prefetch.webhook import PrefetchWebhook, make_profile_store
 from service.telemetry import request_span
 from service.web.auth import Authenticator
 from service.web.guard import HttpError, allowed_methods, json_response
+from service.web.request_log import log_request
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -101,21 +102,8 @@ class Router:
                 span.set_attribute("outcome", "internal_error")
                 response = json_response(500, {"error": "internal", "message": "internal error"})
             span.set_attribute("http.status_code", response.status_code)
-            # Cloud Run logs every request already; our line adds the outcome where it matters.
-            level = logging.DEBUG if response.status_code < 400 else logging.WARNING
-            if path not in ("/health", "/healthz") and log.isEnabledFor(level):
-                log.log(
-                    level,
-                    "request",
-                    extra={
-                        "httpRequest": {
-                            "requestMethod": request.method,
-                            "status": response.status_code,
-                            "latency": f"{time.perf_counter() - started:.6f}s",
-                        },
-                        "path": path[:100],
-                    },
-                )
+            route = path if path in self.routes else "other"
+            log_request(route, request.method, response.status_code, started)
             return response
 
 

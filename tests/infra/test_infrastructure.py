@@ -293,7 +293,7 @@ def test_every_google_resource_waits_for_the_apis() -> None:
 
 
 def test_first_revision_starts_after_its_grants_have_propagated() -> None:
-    [sleep] = resources("time_sleep").values()
+    sleep = resources("time_sleep")["runtime_grants_propagate"]
     assert unquote(sleep["create_duration"]) == "${var.iam_propagation_wait}"
     triggers = json.dumps(sleep["triggers"])
     for grant in (
@@ -473,8 +473,7 @@ def test_every_alert_reaches_the_channel_and_says_what_to_do() -> None:
     channel = resources("google_monitoring_notification_channel")["email"]
     assert unquote(channel["type"]) == "email"
     assert channel["labels"]["email_address"] == "${var.alert_email}"
-    silence = policies["silence"]
-    assert unquote(silence["combiner"]) == "AND" and "condition_absent" in json.dumps(silence)
+    assert "unauthorized" in policies
 
 
 def test_dashboard_panels_read_metrics_that_exist() -> None:
@@ -491,3 +490,6 @@ def test_dashboard_panels_read_metrics_that_exist() -> None:
     outputs = {unquote(k): v for block in terraform_blocks("output") for k, v in block.items()}
     url = outputs["looker_studio_cost_report_url"]["value"]
     assert "lookerstudio.google.com/reporting/create" in url and "cost_daily_by_agent" in url
+    # The Linking API names the report with r.reportName; c.reportName is ignored
+    # (https://developers.google.com/looker-studio/integrate/linking-api).
+    assert "?r.reportName=" in url and "c.reportName" not in url

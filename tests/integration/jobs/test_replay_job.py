@@ -94,3 +94,25 @@ def test_the_job_fails_only_when_letters_wait_too_long(
         assert store.count() == 1  # never deleted without being inserted
     finally:
         get_settings.cache_clear()
+
+
+def test_a_dry_run_names_the_sessions_or_says_there_is_nothing(
+    clean_firestore: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.config import get_settings
+    from service.jobs.replay import main
+
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", PROJECT)
+    get_settings.cache_clear()
+    try:
+        assert main(["--dry-run"]) == 0
+        assert capsys.readouterr().out == "no dead letters: nothing to replay\n"
+        store = DeadLetterStore(clean_firestore, "dead_letters")
+        store.store(stored_row("waiting-1"), reason="insert_failed", error="test")
+        assert main(["--dry-run"]) == 0
+        said = capsys.readouterr().out.splitlines()
+        assert said[0] == "would replay 1 dead letters, oldest first (changing nothing):"
+        assert said[1].startswith("  session waiting-1  reason insert_failed  kept since 20")
+        assert store.count() == 1
+    finally:
+        get_settings.cache_clear()

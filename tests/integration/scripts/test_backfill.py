@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import toolkit
+
 import pytest
 from backfill import ApiError, CallLogs, load, main
 
@@ -65,13 +67,14 @@ def test_date_range_over_several_pages_then_rerun_is_idempotent(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     fake, url = api
-    assert run(url, dataset, monkeypatch, "--from", "2026-11-01", "--to", "2026-11-03") == 0
+    # --to is included: November 1 and 2.
+    assert run(url, dataset, monkeypatch, "--from", "2026-11-01", "--to", "2026-11-02") == 0
     assert "fetched 235, inserted 235" in capsys.readouterr().out
     assert sum("start_after_ts" in path for path in fake.requests) == 2  # three pages of 100
     expected = sorted(call["session_id"] for call in CALLS[:235])
     assert sessions(bigquery_client, dataset) == expected
 
-    assert run(url, dataset, monkeypatch, "--from", "2026-11-01", "--to", "2026-11-03") == 0
+    assert run(url, dataset, monkeypatch, "--from", "2026-11-01", "--to", "2026-11-02") == 0
     assert len(sessions(bigquery_client, dataset, "call_events")) == 470  # every delivery logged
     assert sessions(bigquery_client, dataset) == expected  # one row per session for readers
     stored = json.dumps(
@@ -139,9 +142,11 @@ def test_wrong_key_fails_cleanly(
                 datetime.fromtimestamp(NOV_1, UTC), datetime.now(UTC), None
             )
         )
-    fake_key_run = main(["--base-url", url, "--session-id", "hist-001"])
+    with pytest.raises(SystemExit) as exited:
+        toolkit.run("backfill", lambda: main(["--base-url", url, "--session-id", "hist-001"]))
     err = capsys.readouterr().err
-    assert fake_key_run == 2 and "HTTP 401" in err and "Traceback" not in err and "wrong" not in err
+    assert exited.value.code == 2 and "HTTP 401" in err
+    assert "Traceback" not in err and "wrong" not in err
 
 
 def test_dry_run_inserts_nothing(
@@ -153,10 +158,10 @@ def test_dry_run_inserts_nothing(
 ) -> None:
     _, url = api
     assert (
-        run(url, dataset, monkeypatch, "--from", "2026-11-01", "--to", "2026-11-02", "--dry-run")
+        run(url, dataset, monkeypatch, "--from", "2026-11-01", "--to", "2026-11-01", "--dry-run")
         == 0
     )
-    assert "would insert 230" in capsys.readouterr().out
+    assert "would insert 230" in capsys.readouterr().out  # one day: November 1
     assert sessions(bigquery_client, dataset, "call_events") == []
 
 

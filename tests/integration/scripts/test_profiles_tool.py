@@ -95,16 +95,60 @@ def test_reimport_is_idempotent_and_batches_past_500(clean_firestore: Any, tmp_p
     assert documents(clean_firestore) == snapshot and len(snapshot) == 1200
 
 
-def test_merge_keeps_fields_not_in_the_file(clean_firestore: Any, tmp_path: Path) -> None:
+def test_import_merges_by_default_and_replaces_only_when_asked(
+    clean_firestore: Any, tmp_path: Path
+) -> None:
+    # Fields added in the Firestore console survive a re-import of the CSV.
     clean_firestore.collection("profiles").document("+15551234567").set(
-        {"name": "Old", "note": "kept"}
+        {"name": "Old", "note": "kept", "address": {"zip": "75001"}}
     )
     path = tmp_path / "update.csv"
-    path.write_text("phone,name\n+15551234567,New\n")
-    import_profiles(clean_firestore, path, merge=True)
-    assert documents(clean_firestore)["+15551234567"] == {"name": "New", "note": "kept"}
+    path.write_text("phone,name,address.city\n+15551234567,New,Paris\n+15559876543,Bo,\n")
+    report = import_profiles(clean_firestore, path, dry_run=True)
+    assert report.summary(dry_run=True).startswith(
+        "would write 2 profiles: 1 new, 1 existing (merged into them: their other fields stay)"
+    )
+    assert documents(clean_firestore)["+15551234567"]["name"] == "Old"  # a dry run writes nothing
     import_profiles(clean_firestore, path)
-    assert documents(clean_firestore)["+15551234567"] == {"name": "New"}
+    assert documents(clean_firestore)["+15551234567"] == {
+        "name": "New",
+        "note": "kept",
+        "address": {"zip": "75001", "city": "Paris"},
+    }
+    report = import_profiles(clean_firestore, path, replace=True)
+    assert "2 existing (replaced whole)" in report.summary(dry_run=False)
+    replaced = documents(clean_firestore)["+15551234567"]
+    assert replaced == {"name": "New", "address": {"city": "Paris"}}
+
+
+def test_csv_cells_become_maps_numbers_booleans_and_lists(
+    clean_firestore: Any, tmp_path: Path
+) -> None:
+    path = tmp_path / "typed.csv"
+    path.write_text(
+        "phone,address.city,address.geo.lat,visits,balance,vip,code,line,tags,extra_prompt\n"
+        '+15551234567,Paris,48.85,12,-3.5,TRUE,0042,+15550001111,"[""a"", ""b""]",42\n'
+        "+15559876543,,,,,,,,[not json,\n"
+        "+15550002222,x,,,,,,,,\n"
+    )
+    report = import_profiles(clean_firestore, path)
+    assert report.problems == []
+    assert documents(clean_firestore)["+15551234567"] == {
+        "address": {"city": "Paris", "geo": {"lat": 48.85}},
+        "visits": 12,
+        "balance": -3.5,
+        "vip": True,
+        "code": "0042",  # a leading zero: a code, not a quantity
+        "line": "+15550001111",
+        "tags": ["a", "b"],
+        "extra_prompt": "42",  # always text
+    }
+    assert documents(clean_firestore)["+15559876543"] == {"tags": "[not json"}
+    clash = tmp_path / "clash.csv"
+    clash.write_text("phone,address,address.city\n+15551234567,home,Paris\n")
+    assert import_profiles(clean_firestore, clash).problems == [
+        (2, "column 'address.city': address is both a value and a map")
+    ]
 
 
 def test_export_then_import_round_trips(clean_firestore: Any, tmp_path: Path) -> None:
@@ -121,7 +165,13 @@ def test_export_then_import_round_trips(clean_firestore: Any, tmp_path: Path) ->
     assert documents(clean_firestore) == before
     as_csv = io.StringIO()
     export_profiles(clean_firestore, as_csv, fmt="csv")
-    assert as_csv.getvalue().splitlines()[0] == "phone,address,agents,balance,name"
+    assert as_csv.getvalue().splitlines()[0] == "phone,address.city,agents,balance,name"
+    # ... and the CSV imports back to the same document.
+    path = tmp_path / "export.csv"
+    path.write_text(as_csv.getvalue())
+    clean_firestore.collection("profiles").document("+15551234567").delete()
+    import_profiles(clean_firestore, path)
+    assert documents(clean_firestore) == before
 
 
 @pytest.mark.parametrize("params", [{}, {"campaign": "winter"}])
@@ -136,8 +186,47 @@ def test_show_prints_what_the_webhook_answers(
     shown = show_answer(clean_firestore, "agent-1", "+1 555 123 4567", None, params)
     query = {"agent_id": "agent-1", "session_id": "s", "from": "+15551234567", **params}
     served = make_client().get("/prefetch?" + urlencode(query)).get_json()
-    assert shown == {"answer": served, "profile_found": True}
+    assert shown["answer"] == served and shown["profile_found"] is True
+    assert shown["matched"] == "profiles/+15551234567"
+    if params:  # a parameter the agent does not look up by is said to be a template value only
+        assert shown["params"] == {
+            "campaign": "template value only (agent agent-1 has no lookup_key and "
+            "PREFETCH_LOOKUP_KEY is empty)"
+        }
     assert json.dumps(shown)
+
+
+def test_show_says_which_lookup_parameter_answered_and_why_others_were_ignored(
+    clean_firestore: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "test-millis")
+    monkeypatch.setenv("LOOKUP_SIGNING_SECRETS", '{"agent-s": "s3cret-s3cret-s3cret"}')
+    get_settings.cache_clear()
+    agents = clean_firestore.collection("agents")
+    agents.document("agent-1").set({"lookup_key": "crm_id"})
+    agents.document("agent-s").set({"lookup_key": "crm_id"})
+    agents.document("agent-n").set({"lookup_key": None})
+    clean_firestore.collection("profiles").document("lookup:crm_id:C-1").set({"name": "CRM"})
+    clean_firestore.collection("profiles").document("+15551234567").set({"name": "Ann"})
+    try:
+        shown = show_answer(
+            clean_firestore, "agent-1", "+15551234567", None, {"crm_id": "C-1", "x": "1"}
+        )
+        assert shown["matched"] == "profiles/lookup:crm_id:C-1"
+        assert shown["params"] == {
+            "crm_id": "lookup key: profiles/lookup:crm_id:C-1 answered",
+            "x": "template value only (the lookup key of agent agent-1 is crm_id)",
+        }
+        unsigned = show_answer(clean_firestore, "agent-s", "+15551234567", None, {"crm_id": "C-1"})
+        assert unsigned["matched"] == "profiles/+15551234567"
+        assert "requires it signed (crm_id_sig)" in unsigned["params"]["crm_id"]
+        off = show_answer(clean_firestore, "agent-n", None, None, {"crm_id": "C-1"})
+        assert off["matched"] is None
+        assert "lookup_key None is not usable" in off["params"]["crm_id"]
+        missing = show_answer(clean_firestore, "nobody", None, None, {})
+        assert missing["agent"] == "no document agents/nobody: no agent defaults"
+    finally:
+        get_settings.cache_clear()
 
 
 def test_lookup_rows_and_reserved_field_problems(clean_firestore: Any, tmp_path: Path) -> None:

@@ -68,9 +68,47 @@ def test_report_numbers_match_the_views_and_the_files_are_self_contained(
     only_b = load(bigquery_client, dataset, start, end, "agent-b")
     assert only_b.by_agent == {yesterday: {"agent-b": 1.25}}
 
+    # Calls and minutes per day from the same table function; every day of the range is drawn.
+    assert report.calls == {today.date(): 1, yesterday: 2}
+    minutes = query(
+        bigquery_client,
+        f"SELECT call_date, SUM(minutes) AS minutes FROM `{PROJECT}.{dataset}.cost_daily_by_agent` "
+        f"WHERE call_date BETWEEN '{start}' AND '{end}' GROUP BY 1",
+    )
+    assert {r["call_date"]: r["minutes"] for r in minutes} == report.minutes
+    assert report.days[0] == start and report.days[-1] == end and len(report.days) == 8
+    assert report.total_credits == 2.0 + 2.0 + 1.25 and report.total_calls == 3
+
     png, page = write(report, tmp_path / "out")
+    assert png.name == f"costs-{start}-to-{end}.png" and png.parent == tmp_path / "out"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = page.read_text()
     assert "data:image/png;base64," in text and "<script" not in text
     assert "src='http" not in text and 'href="http' not in text  # self-contained
     assert "2.0000" in text and "agent-a" in text
+    assert "5.2500 credits, 3 calls" in text  # the totals, with their unit
+    assert text.count("<tr><th>20") == 8  # a row for every day, calls or not
+    assert write(only_b, tmp_path / "out")[0].name == f"costs-{start}-to-{end}-agent-b.png"
+
+
+def test_an_empty_range_says_so_and_writes_nothing(
+    bigquery_client: Any, dataset: str, tmp_path: Path, monkeypatch: Any, capsys: Any
+) -> None:
+    import report as tool
+
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", PROJECT)
+    monkeypatch.setenv("BIGQUERY_DATASET", dataset)
+    monkeypatch.setattr(
+        "sys.argv",
+        ["report.py", "--from", "2001-01-01", "--to", "2001-01-31", "--output", str(tmp_path)],
+    )
+    from service.config import get_settings
+
+    get_settings.cache_clear()
+    try:
+        assert tool.main() == 1
+    finally:
+        get_settings.cache_clear()
+    said = capsys.readouterr().out
+    assert "no calls from 2001-01-01 to 2001-01-31 (UTC): nothing written" in said
+    assert list(tmp_path.iterdir()) == []

@@ -80,7 +80,8 @@ def results(
     # a duplicate delivery must not change any answer
     assert client.post("/end-of-call", json=CALLS[0]).status_code == 200
     return {
-        name: query(bigquery_client, sql.replace("my-project.millis", f"{PROJECT}.{dataset}"))
+        # As written, `millis.VIEW` is read in the current project; here, the test's dataset.
+        name: query(bigquery_client, re.sub(r"\bmillis\.", f"{PROJECT}.{dataset}.", sql))
         for name, sql in EXAMPLES.items()
     }
 
@@ -98,7 +99,7 @@ def test_readme_and_docs_have_the_examples() -> None:
 
 def test_agent_cost_last_week_by_provider(results: dict[str, list[dict[str, Any]]]) -> None:
     rows = {
-        (r["cost_type"], r["provider"]): (r["calls"], r["credit"])
+        (r["cost_type"], r["provider"]): (r["calls"], r["credits"])
         for r in results["agent_last_week_by_provider"]
     }
     assert rows == {
@@ -111,22 +112,22 @@ def test_agent_cost_last_week_by_provider(results: dict[str, list[dict[str, Any]
 def test_most_expensive_calls_this_month(results: dict[str, list[dict[str, Any]]]) -> None:
     rows = results["most_expensive_calls_this_month"]
     assert [r["session_id"] for r in rows] == ["c3", "c2", "c1", "c5"]
-    assert rows[0]["total_credit"] == 3.0
+    assert rows[0]["credits"] == 3.0
 
 
 def test_cost_per_minute_by_day(results: dict[str, list[dict[str, Any]]]) -> None:
     rows = results["cost_per_minute_by_day"]
     assert [r["calls"] for r in rows] == [1, 4]
-    assert rows[0]["credit_per_minute"] == pytest.approx(0.9)
-    assert rows[1]["credit_per_minute"] == pytest.approx((0.75 + 1.5 + 3.0 + 0.3) / 10)
+    assert rows[0]["credits_per_minute"] == pytest.approx(0.9)
+    assert rows[1]["credits_per_minute"] == pytest.approx((0.75 + 1.5 + 3.0 + 0.3) / 10)
 
 
 def test_monthly_cost_per_agent(results: dict[str, list[dict[str, Any]]]) -> None:
     latest = [r for r in results["monthly_cost_per_agent"] if r["calls"] and r["agent_id"]]
     by_agent = {r["agent_id"]: r for r in latest if r["month"] == max(x["month"] for x in latest)}
     assert by_agent["agent-ava"]["calls"] == 2
-    assert by_agent["agent-ava"]["speech_credit"] == pytest.approx(0.75)
-    assert by_agent["agent-bob"]["total_credit"] == pytest.approx(3.3)
+    assert by_agent["agent-ava"]["speech_credits"] == pytest.approx(0.75)
+    assert by_agent["agent-bob"]["credits"] == pytest.approx(3.3)
 
 
 def test_failed_calls(results: dict[str, list[dict[str, Any]]]) -> None:

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from typing import Any
 
 import pytest
@@ -295,3 +296,111 @@ def test_threads_sharing_the_connection_each_get_their_own_answer() -> None:
         answers = list(pool.map(insert, sessions))
     assert answers == [f"invalid: {session}" for session in sessions]
     assert client.connections == 1  # one kept connection, not one per insert
+
+
+# -- a table older than the code: a column the code knows is missing ----------------------------
+
+MISSING = "repairs"  # a column the code writes that an older table lacks
+
+
+@pytest.fixture
+def older_table(bigquery_client: Any) -> str:
+    """A dataset whose call_events lacks a column this version writes (a new image deployed
+    before the table was updated)."""
+    from google.cloud import bigquery
+
+    from service.schemas import table_definitions
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    bigquery_client.create_dataset(name)
+    fields = [f for f in table_definitions()["call_events"]["schema"] if f["name"] != MISSING]
+    schema = [bigquery.SchemaField.from_api_repr(field) for field in fields]
+    bigquery_client.create_table(bigquery.Table(f"{PROJECT}.{name}.call_events", schema=schema))
+    return f"{PROJECT}.{name}.call_events"
+
+
+def with_missing_column(session_id: str) -> dict[str, Any]:
+    return {**row(session_id), MISSING: [{"field": "chat[0].content", "repair": "test"}]}
+
+
+def test_the_emulator_refuses_a_writer_schema_with_a_field_the_table_lacks(
+    storage_write_client: Any, older_table: str
+) -> None:
+    # What BigQuery does (SCHEMA_MISMATCH_EXTRA_FIELDS), and what the next tests rely on.
+    from google.cloud.bigquery_storage_v1 import types
+
+    sink = StorageWriteSink(storage_write_client, older_table, 10, 1)
+    request = sink.request([RowEncoder().encode(row("direct-1"))])
+    [answer] = storage_write_client.append_rows(iter([request]))
+    assert answer.error.code == 3 and "SCHEMA_MISMATCH_EXTRA_FIELDS" in answer.error.message
+    assert f"'{MISSING}'" in answer.error.message
+    assert isinstance(answer, types.AppendRowsResponse)
+
+
+def test_a_table_missing_a_column_costs_no_dead_letter(
+    storage_write_client: Any, bigquery_client: Any, older_table: str
+) -> None:
+    sink = StorageWriteSink(storage_write_client, older_table, 10, 3)
+    assert sink.insert([with_missing_column("older-1"), row("older-2")], ["a", "b"]) == []
+    landed = query(bigquery_client, f"SELECT session_id, raw_payload FROM `{older_table}`")
+    assert sorted(r["session_id"] for r in landed) == ["older-1", "older-2"]
+    assert all(r["raw_payload"] for r in landed)  # the call stays whole there
+    assert MISSING in sink.encoder.left_out
+
+
+class SchemaUnreadable:
+    """Fault injection: GetWriteStream fails (no right to read the table, or an outage), so the
+    sink starts with every column it knows and learns from BigQuery's refusal."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.transport = client.transport
+
+    def get_write_stream(self, *args: Any, **kwargs: Any) -> Any:
+        from google.api_core.exceptions import PermissionDenied
+
+        raise PermissionDenied("bigquery.tables.get")
+
+    def append_rows(self, *args: Any, **kwargs: Any) -> Any:
+        return self.client.append_rows(*args, **kwargs)
+
+
+def test_a_refused_writer_schema_reconnects_without_the_named_columns(
+    storage_write_client: Any, bigquery_client: Any, older_table: str
+) -> None:
+    sink = StorageWriteSink(SchemaUnreadable(storage_write_client), older_table, 10, 3)  # type: ignore[arg-type]
+    assert sink.insert([with_missing_column("refused-1")], ["a"]) == []
+    assert sink.insert([row("refused-2")], ["b"]) == []  # the next connection already fits
+    landed = query(bigquery_client, f"SELECT session_id FROM `{older_table}`")
+    assert sorted(r["session_id"] for r in landed) == ["refused-1", "refused-2"]
+
+
+def test_a_column_added_later_is_written_once_the_connection_renews(
+    storage_write_client: Any,
+    bigquery_client: Any,
+    older_table: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from google.cloud import bigquery
+
+    import service.stores.storage_write as module
+    from service.schemas import table_definitions
+
+    sink = StorageWriteSink(storage_write_client, older_table, 10, 3)
+    assert sink.insert([with_missing_column("before-1")], ["a"]) == []
+    # as `bq update` does (the emulator keeps its catalog and its DuckDB table apart: both)
+    bigquery_client.query(
+        f"ALTER TABLE `{older_table}` ADD COLUMN {MISSING} "
+        "ARRAY<STRUCT<field STRING, repair STRING>>"
+    ).result()
+    table = bigquery_client.get_table(older_table)
+    if MISSING not in {field.name for field in table.schema}:
+        [added] = [f for f in table_definitions()["call_events"]["schema"] if f["name"] == MISSING]
+        table.schema = [*table.schema, bigquery.SchemaField.from_api_repr(added)]
+        bigquery_client.update_table(table, ["schema"])
+    monkeypatch.setattr(module, "SCHEMA_REFRESH_SECONDS", 0.0)
+    assert sink.insert([with_missing_column("after-1")], ["b"]) == []
+    assert not sink.encoder.left_out
+    landed = query(bigquery_client, f"SELECT session_id, {MISSING} FROM `{older_table}`")
+    by_session = {r["session_id"]: r[MISSING] for r in landed}
+    assert not by_session["before-1"] and by_session["after-1"]

@@ -101,10 +101,13 @@ def test_fails_closed_on_cloud_run_without_a_token(make_client: Any) -> None:
 
 
 def test_openapi_document_is_served_and_matches_the_models(make_client: Any) -> None:
-    assert OPENAPI_PATH.read_text() == render(), "run: uv run python -m service.web.openapi"
+    assert OPENAPI_PATH.read_text() == render(), "run: .venv/bin/python -m service.web.openapi"
     response = make_client().get("/openapi.json")
     assert response.status_code == 200
-    assert response.get_json()["paths"]["/end-of-call"]["post"]["operationId"] == "endOfCall"
+    paths = response.get_json()["paths"]
+    assert paths["/end-of-call"]["post"]["operationId"] == "endOfCall"
+    # Every route the router serves is documented, /health (Cloud Run's probe) included.
+    assert set(paths) >= {"/prefetch", "/end-of-call", "/health", "/healthz"}
 
 
 def test_logs_are_cloud_logging_json_linked_to_the_trace_and_free_of_personal_data(

@@ -3,7 +3,7 @@ served by functions-framework on the local emulators, next to a direct Firestore
 direct BigQuery insert measured in the same run; cold start next to a bare functions-framework
 hello-world; resident memory.
 
-    bench/run service [--requests 1000] [--rounds 3]
+    bench/run webhooks [--requests 1000] [--rounds 3]
 
 Targets run in rotated rounds (each statistic is the median of its rounds), and every write
 measurement starts on an empty events table. Bounded: every measurement stops after its share of
@@ -30,12 +30,13 @@ PROJECT = "bench-millis"
 
 
 def cold_start(source: str, target: str, env: dict[str, str], runs: int = 3) -> tuple[float, float]:
-    """Median seconds from process start to the first 200, and resident memory (MB) after it."""
+    """Median seconds from process start to the first 200, and the largest process's resident
+    memory (MiB) after it."""
     times, memory = [], []
     for _ in range(runs):
         server = Server(source, target, free_port(), env)
         times.append(server.cold_start)
-        memory.append(server.rss_mb())
+        memory.append(server.rss_mib())
         server.stop()
     return statistics.median(times), statistics.median(memory)
 
@@ -157,7 +158,7 @@ def main() -> None:
                     count = eoc_count if name in writes else args.requests // args.rounds
                     rounds[name].append(targets[name](count, concurrency))
             results += [Summary.of_rounds(rounds[name]) for name in names]
-        busy_rss = server.rss_mb()
+        busy_rss = server.rss_mib()
         server.stop()
 
         print_table(
@@ -181,10 +182,10 @@ def main() -> None:
             )
         print("\nCold start (process start to first 200, median of 3) and resident memory:")
         print(
-            f"  millis-webhooks        {ours_cold * 1000:7.0f} ms   {ours_rss_idle:6.1f} MB idle, {busy_rss:6.1f} MB after the load"
+            f"  millis-webhooks        {ours_cold * 1000:7.0f} ms   {ours_rss_idle:6.1f} MiB idle, {busy_rss:6.1f} MiB after the load (largest process)"
         )
         print(
-            f"  bare functions-framework hello-world {hello_cold * 1000:7.0f} ms   {hello_rss:6.1f} MB"
+            f"  bare functions-framework hello-world {hello_cold * 1000:7.0f} ms   {hello_rss:6.1f} MiB"
         )
         print(f"  errors: {sum(r.errors for r in results)}")
 
