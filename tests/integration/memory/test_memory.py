@@ -342,7 +342,7 @@ def test_profiles_show_serves_the_memory_as_the_webhook_and_reports_bad_settings
     served = prefetch(client)
     del shown["answer"]["metadata"]["memory"]["last_call_ago"]  # a moment later
     del served["metadata"]["memory"]["last_call_ago"]
-    assert shown == {"answer": served, "profile_found": False}
+    assert (shown["answer"], shown["profile_found"]) == (served, False)
     assert shown["answer"]["metadata"]["memory"]["calls"] == 1
 
     bad = {"enabled": "yes", "calls": 0, "tool_params": ["save_note"], "group": "a/b", "x": 1}
