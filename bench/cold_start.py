@@ -112,7 +112,9 @@ def main() -> None:
 
         client = make_client(PROJECT, "(default)")
         client.collection("profiles").document(CALLER).set({"name": "Cold Caller"})
-        client.collection("agents").document("bench-agent").set({"company": "Acme"})
+        client.collection("agents").document("bench-agent").set(
+            {"company": "Acme", "caller_numbers": "phone"}
+        )
         # The emulator's JVM compiles its REST path on first use (a read took 10-170 ms at first,
         # ~1 ms after): warm it, or the first starts would measure the emulator's warm-up.
         from service.prefetch.firestore_rest import RestDocumentReader

@@ -36,7 +36,7 @@ def seed(count: int) -> list[str]:
 
     client = make_client(PROJECT, "(default)")
     client.collection("agents").document(AGENT).set(
-        {"company": "Acme", "extra_prompt": "You work for {company}."}
+        {"company": "Acme", "extra_prompt": "You work for {company}.", "caller_numbers": "phone"}
     )
     numbers = [f"+1555{index:07d}" for index in range(1, count + 1)]
     batch = client.batch()

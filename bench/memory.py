@@ -48,6 +48,7 @@ def seed(firestore: object, count: int, rng: random.Random) -> list[str]:
             "company": "Acme",
             "extra_prompt": "You work for {company}.",
             "phone_numbers": [AGENT_NUMBER],
+            "caller_numbers": "phone",
         }
         if name == "memory on":
             fields["extra_prompt"] += " Calls so far: {memory.calls}, last {memory.last_call}."

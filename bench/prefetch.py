@@ -48,6 +48,7 @@ def seed(client: object, count: int) -> list[str]:
             "company": "Acme",
             "extra_prompt": "You work for {company}.",
             "phone_numbers": [AGENT_NUMBER],
+            "caller_numbers": "phone",
         }
     )
     return numbers

@@ -62,15 +62,14 @@ from service.memory.settings import memory_problems
 from service.prefetch.answer import (
     LOOKUP_KEY,
     LOOKUP_PREFIX,
-    SIGNATURE_SUFFIX,
     PrefetchRequest,
     PrefetchService,
     lookup_document_id,
-    lookup_signature,
     normalise_phone,
     reserved_field_problems,
     safe_document_id,
 )
+from service.prefetch.identity import SIGNATURE_SUFFIX, caller_numbers_mode, signed
 from service.prefetch.profiles import ClientDocumentReader, DocumentCache, ProfileStore, to_plain
 from service.stores.firestore import make_client as firestore_client
 
@@ -383,12 +382,18 @@ def show_answer(
             agent: [secret.get_secret_value() for secret in secrets]
             for agent, secrets in settings.lookup_signing_secrets.items()
         },
+        default_caller_numbers=settings.prefetch_caller_numbers,
     )
     answer = service.answer(
         PrefetchRequest(agent_id, "profiles-show", from_number, to_number, params)
     )
-    shown: dict[str, Any] = {"answer": answer.body, "profile_found": answer.profile_found}
     agent = client.collection(settings.agents_collection).document(agent_id).get()
+    shown: dict[str, Any] = {
+        "answer": answer.body,
+        "profile_found": answer.profile_found,
+        # Whether --from/--to could find anyone for this agent (service/prefetch/identity.py).
+        "caller_numbers": caller_numbers_mode(agent.to_dict(), settings.prefetch_caller_numbers),
+    }
     shown["matched"] = (
         f"{settings.profiles_collection}/{answer.profile_id}" if answer.profile_id else None
     )
@@ -447,7 +452,7 @@ def explain_params(
             sent = params.get(key + SIGNATURE_SUFFIX, "").lower()
             if document_id is None:
                 explained[name] = "lookup key, ignored: the value cannot name a document"
-            elif secrets and not any(lookup_signature(s, value) == sent for s in secrets):
+            elif secrets and not signed(value, sent, secrets):
                 explained[name] = (
                     f"lookup key, ignored: agent {agent_id} requires it signed "
                     f"({key}{SIGNATURE_SUFFIX}) and the signature is missing or wrong"

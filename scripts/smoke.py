@@ -5,11 +5,12 @@
     ./scripts/smoke.py --url https://millis-webhooks-xyz.a.run.app --token TOKEN \
         --project my-project [--dataset millis] [--database "(default)"]
 
-Creates a profile for a fictitious number (555-01xx range), calls the prefetch webhook and
-checks the profile comes back, posts an end-of-call payload and polls BigQuery until the row
-arrives, then deletes the profile. Prints PASS or FAIL. Without --url, --token and --project it
-tests the stack of ./scripts/dev; with --project (or GOOGLE_CLOUD_PROJECT) it reads Google Cloud
-with your Application Default Credentials. Exit codes: 0 PASS, 1 FAIL, 2 could not run.
+Creates a profile for a fictitious number (555-01xx range) and a phone agent of its own
+(`caller_numbers: phone`), calls the prefetch webhook and checks the profile comes back, posts an
+end-of-call payload and polls BigQuery until the row arrives, then deletes the profile and the
+agent. Prints PASS or FAIL. Without --url, --token and --project it tests the stack of
+./scripts/dev; with --project (or GOOGLE_CLOUD_PROJECT) it reads Google Cloud with your
+Application Default Credentials. Exit codes: 0 PASS, 1 FAIL, 2 could not run.
 """
 
 from __future__ import annotations
@@ -56,13 +57,19 @@ def main(argv: list[str] | None = None) -> int:
     headers = {"Authorization": f"Bearer {args.token}"}
     number = f"+1555010{random.randrange(10_000):04d}"  # 555-01xx: reserved for fiction
     session_id = f"smoke-{uuid.uuid4()}"
-    profile = firestore_client(args.project, args.database).collection("profiles").document(number)
+    firestore = firestore_client(args.project, args.database)
+    profile = firestore.collection("profiles").document(number)
     profile.set({"name": "Smoke Test", "smoke_session": session_id})
+    # A phone agent of its own (numbers identify callers only for agents that say so), removed
+    # after, like the profile.
+    agent_id = f"smoke-{uuid.uuid4().hex[:12]}"
+    agent = firestore.collection("agents").document(agent_id)
+    agent.set({"caller_numbers": "phone"})
     failures: list[str] = []
     try:
         answer = requests.get(
             f"{base}/prefetch",
-            params={"agent_id": "smoke", "session_id": session_id, "from": number},
+            params={"agent_id": agent_id, "session_id": session_id, "from": number},
             headers=headers,
             timeout=10,
         )
@@ -100,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(3)
     finally:
         profile.delete()
+        agent.delete()
 
     if failures:
         print("FAIL\n  " + "\n  ".join(failures))

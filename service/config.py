@@ -117,6 +117,11 @@ class Settings:
         "current", choices=("current", "original")
     )
     prefetch_lookup_key: str = setting("", pattern=r"^[A-Za-z0-9_\-]{0,64}$")
+    # Whether `from`/`to` identify callers for agents without their own `caller_numbers`
+    # (service/prefetch/identity.py): off by default, since a web caller can send any `from`.
+    prefetch_caller_numbers: Literal["phone", "signed", "off"] = setting(
+        "off", choices=("phone", "signed", "off")
+    )
     default_phone_region: str = setting("US", pattern=r"^[A-Z]{2}$")
     profile_cache_ttl_seconds: float = setting(30.0, ge=0, le=3600)
     agent_cache_ttl_seconds: float = setting(60.0, ge=0, le=3600)

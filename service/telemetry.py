@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -33,9 +34,52 @@ _RECORD_ATTRIBUTES = set(vars(logging.makeLogRecord({}))) | {"message", "asctime
 
 # W3C traceparent wins over Cloud Run's X-Cloud-Trace-Context when both are present.
 _PROPAGATOR = CompositePropagator([CloudTraceFormatPropagator(), TraceContextTextMapPropagator()])
-_TRACE_HEADERS = tuple(_PROPAGATOR.fields)  # the headers those two read
 
 tracer = trace.get_tracer("millis-webhooks")
+_log = logging.getLogger(__name__)
+
+
+# Loggers whose records are ours: their messages are constants and their fields chosen in review.
+_OWN_LOGGERS = ("service",)
+# Identifiers our lines carry, taken from the request: logged only when shaped like an id.
+_ID_FIELDS = frozenset({"agent_id", "session_id"})
+_ID_SHAPE = re.compile(r"[A-Za-z0-9_\-]{1,64}")
+# What a caller chose, in text we did not write: anything quoted (gunicorn quotes the request
+# line or header it refuses), a query string, an IP address, a phone number (7 or more digits,
+# possibly spaced or dashed).
+_QUOTED = re.compile(r"""(['"]).*?(?:\1|$)""")
+_QUERY_STRING = re.compile(r"\?\S*")
+_IP_ADDRESS = re.compile(r"\bip=\S+|\b\d{1,3}(?:\.\d{1,3}){3}\b")
+_PHONE_LIKE = re.compile(r"\+?\d(?:[\s()\-]?\d){6,}")
+_MAX_FOREIGN_MESSAGE_CHARS = 300
+
+
+def loggable_id(value: Any) -> str:
+    """An identifier as it may be logged: as sent when it has the shape of an id (letters, digits,
+    `-`, `_`, at most 64) and holds no phone-number-like run of digits; otherwise withheld."""
+    if isinstance(value, str) and _ID_SHAPE.fullmatch(value) and not _PHONE_LIKE.search(value):
+        return value
+    return "(withheld)"
+
+
+def _foreign_message(record: logging.LogRecord) -> str:
+    """A library's line (gunicorn, Flask, OpenTelemetry, the Google clients...): its message
+    template only. The arguments are where request data goes (gunicorn's `Error handling request
+    %s` is followed by the full URI); a message formatted before logging (gunicorn's `Invalid
+    request from ip=...: Invalid HTTP request line: '...'`) is masked for quoted text, query
+    strings, addresses and phone numbers, and cut short."""
+    if record.name == "py.warnings":
+        return "Python warning (text withheld)"
+    template = record.msg if isinstance(record.msg, str) else type(record.msg).__name__
+    for pattern, mask in (
+        (_QUOTED, "'[withheld]'"),
+        (_QUERY_STRING, "?[query]"),
+        (_IP_ADDRESS, "[address]"),
+        (_PHONE_LIKE, "[number]"),
+    ):
+        template = pattern.sub(mask, template)
+    return template[:_MAX_FOREIGN_MESSAGE_CHARS]
+
 
 # Lines that log-based metrics and alerts read (terraform/monitoring.tf: "webhook request", "call
 # kept as a dead letter") go through this logger, written at every LOG_LEVEL: a quieter level must
@@ -44,30 +88,61 @@ signals = logging.getLogger("service.signals")
 
 
 class CloudLoggingFormatter(logging.Formatter):
-    def __init__(self, project: str) -> None:
+    """The only way out for log lines. Whatever logs, the line can hold no request data it did
+    not choose to log: library records keep their template only (no arguments, no extra fields),
+    no line ever carries a traceback or an exception message (only the exception type), and the
+    configured secrets are masked wherever they appear."""
+
+    def __init__(self, project: str, secrets: Iterable[str] = ()) -> None:
         super().__init__()
         self.project = project
+        self.secrets = [secret for secret in secrets if secret]
 
     def format(self, record: logging.LogRecord) -> str:
+        own = record.name in _OWN_LOGGERS or record.name.startswith(
+            tuple(f"{name}." for name in _OWN_LOGGERS)
+        )
         entry: dict[str, Any] = {
             "severity": record.levelname,
-            "message": record.getMessage(),
+            "message": _own_message(record) if own else _foreign_message(record),
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "logger": record.name,
         }
-        for key, value in record.__dict__.items():
-            if key not in _RECORD_ATTRIBUTES and not key.startswith("_"):
-                entry[key] = value
+        if own:
+            for key, value in record.__dict__.items():
+                if key not in _RECORD_ATTRIBUTES and not key.startswith("_"):
+                    entry[key] = loggable_id(value) if key in _ID_FIELDS else value
         if record.exc_info and record.exc_info[0] is not None:
             entry["error_type"] = record.exc_info[0].__name__
+        entry.update(_trace_fields(self.project))
+        line = json.dumps(entry, default=str, ensure_ascii=False)
+        for secret in self.secrets:
+            if secret in line:
+                line = line.replace(secret, "[secret]")
+        return line
+
+
+def _own_message(record: logging.LogRecord) -> str:
+    try:
+        return record.getMessage()
+    except Exception:  # a bad format string: the template, never a logging error on stderr
+        return str(record.msg)
+
+
+def _trace_fields(project: str) -> dict[str, Any]:
+    try:
         span_context = trace.get_current_span().get_span_context()
-        if span_context.is_valid:
-            entry["logging.googleapis.com/trace"] = (
-                f"projects/{self.project}/traces/{span_context.trace_id:032x}"
-            )
-            entry["logging.googleapis.com/spanId"] = f"{span_context.span_id:016x}"
-            entry["logging.googleapis.com/trace_sampled"] = span_context.trace_flags.sampled
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        if not span_context.is_valid:
+            return {}
+        return {
+            "logging.googleapis.com/trace": (
+                f"projects/{project}/traces/{span_context.trace_id:032x}"
+            ),
+            "logging.googleapis.com/spanId": f"{span_context.span_id:016x}",
+            "logging.googleapis.com/trace_sampled": bool(span_context.trace_flags.sampled),
+        }
+    except Exception:  # a caller's odd trace context costs the line its trace, nothing else
+        return {}
 
 
 class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -84,7 +159,9 @@ class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 def configure_logging(settings: Settings) -> None:
     handler = _StdoutHandler()
-    handler.setFormatter(CloudLoggingFormatter(settings.google_cloud_project))
+    handler.setFormatter(
+        CloudLoggingFormatter(settings.google_cloud_project, configured_secrets(settings))
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
@@ -92,9 +169,41 @@ def configure_logging(settings: Settings) -> None:
     # Client libraries log request details at DEBUG/INFO; keep them quiet.
     for noisy in ("google", "urllib3", "grpc", "werkzeug", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
-    # OpenTelemetry warns about a malformed `tracestate` header quoting its contents: any caller,
-    # authenticated or not, would choose what and how much we log. The header is ignored anyway.
+    # OpenTelemetry warns about a malformed `tracestate` header: with its template only, the line
+    # says nothing useful, and any caller could have us write it at will.
     logging.getLogger("opentelemetry.trace.span").setLevel(logging.ERROR)
+    # The other ways text reaches stdout/stderr, each quoting what it was given: a handler that
+    # fails prints the record's arguments; warnings and uncaught exceptions in threads print
+    # their message and traceback. All of them go through the formatter above instead.
+    logging.raiseExceptions = False
+    logging.captureWarnings(True)
+    threading.excepthook = _log_thread_exception
+    sys.unraisablehook = _log_unraisable
+
+
+def configured_secrets(settings: Settings) -> list[str]:
+    """Every secret the service is configured with, as it could appear in text."""
+    secrets = [token.get_secret_value() for token in settings.webhook_tokens]
+    for secret in settings.webhook_signing_secrets:
+        value = secret.get_secret_value()
+        secrets += [value, value.removeprefix("whsec_")]
+    for agent_secrets in settings.lookup_signing_secrets.values():
+        secrets += [secret.get_secret_value() for secret in agent_secrets]
+    return secrets
+
+
+def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    _log.error(
+        "uncaught exception in a thread",
+        extra={"error_type": getattr(args.exc_type, "__name__", "unknown")},
+    )
+
+
+def _log_unraisable(args: Any) -> None:
+    _log.error(
+        "unraisable exception",
+        extra={"error_type": getattr(args.exc_type, "__name__", "unknown")},
+    )
 
 
 def cloud_trace_on_first_export(project: str) -> SpanExporter:
@@ -169,19 +278,50 @@ def configure_tracing(settings: Settings) -> None:
     trace.set_tracer_provider(provider)
 
 
+# Longest value each trace header can have when well formed (X-Cloud-Trace-Context:
+# 32 hex / a 64-bit decimal span id / ;o=1; traceparent: 55 characters; tracestate: W3C's 512).
+# Longer values are ignored unread: the parsers behind them are not written for hostile input (a
+# trace option of thousands of digits raised ValueError inside OpenTelemetry's Cloud Trace
+# propagator, outside any handler).
+_TRACE_HEADER_LIMITS = {"x-cloud-trace-context": 64, "traceparent": 64, "tracestate": 512}
+
+
+def caller_trace_context(headers: Any) -> otel_context.Context:
+    """The caller's trace context, or an empty one: a header that is too long, not ASCII or that
+    OpenTelemetry cannot parse drops the trace, never the request."""
+    carrier = {}
+    for name, limit in _TRACE_HEADER_LIMITS.items():
+        value = headers.get(name)
+        if value and len(value) <= limit and value.isascii():
+            carrier[name] = value
+    if not carrier:  # Millis itself sends no trace context: skip parsing for nothing
+        return otel_context.Context()
+    try:
+        return _PROPAGATOR.extract(carrier=carrier)
+    except Exception as exc:
+        _log.debug("trace context ignored", extra={"error_type": type(exc).__name__})
+        return otel_context.Context()
+
+
 @contextmanager
 def request_span(name: str, headers: Any) -> Iterator[trace.Span]:
-    """A server span for one request, continuing the caller's trace when it sent one."""
-    if any(headers.get(header) for header in _TRACE_HEADERS):
-        parent = _PROPAGATOR.extract(carrier=headers)
-    else:  # Millis itself sends no trace context: skip parsing for nothing
-        parent = otel_context.Context()
-    token = otel_context.attach(parent)
+    """A server span for one request, continuing the caller's trace when it sent a usable one.
+    Tracing never fails the request: if the span cannot be started or ended, the request goes on
+    without it."""
     try:
-        with tracer.start_as_current_span(name, kind=trace.SpanKind.SERVER) as span:
-            yield span
+        span = tracer.start_span(name, caller_trace_context(headers), kind=trace.SpanKind.SERVER)
+    except Exception as exc:
+        _log.debug("request span not started", extra={"error_type": type(exc).__name__})
+        span = trace.INVALID_SPAN
+    token = otel_context.attach(trace.set_span_in_context(span, otel_context.Context()))
+    try:
+        yield span
     finally:
         otel_context.detach(token)
+        try:
+            span.end()
+        except Exception as exc:
+            _log.debug("request span not ended", extra={"error_type": type(exc).__name__})
 
 
 def child_span(name: str) -> AbstractContextManager[trace.Span]:

@@ -207,18 +207,22 @@ def hanging_endpoint() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def served_service(env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def served_service(
+    env: dict[str, str], output: Path | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """The service as deployed (`python -m service.web.server`) on a free port with `env` on top of
-    the current environment; yields its base URL once /health answers, and stops it after."""
+    the current environment; yields its base URL once /health answers, and stops it after.
+    `output`: a file that receives everything the process writes (stdout and stderr)."""
     from emulators import free_port
 
     port = free_port()
+    sink = open(output, "wb") if output else None  # noqa: SIM115 - closed below
     process = subprocess.Popen(
         [sys.executable, "-m", "service.web.server"],
         cwd=ROOT,
         env={**os.environ, **env, "PORT": str(port), "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=sink or subprocess.DEVNULL,
+        stderr=subprocess.STDOUT if sink else subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -234,6 +238,8 @@ def served_service(env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[
     finally:
         process.terminate()
         process.wait(10)
+        if sink:
+            sink.close()
 
 
 @pytest.fixture(autouse=True)

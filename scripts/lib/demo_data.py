@@ -16,8 +16,14 @@ DEMO_AGENTS: dict[str, dict[str, Any]] = {
         "opening_hours": "Mon-Fri 9:00-17:00",
         "extra_prompt": "You work for {company}. Opening hours: {opening_hours}.",
         "response_format": "current",
+        # A phone agent: Millis's from/to identify the caller (docs/profiles.md, Caller identity).
+        "caller_numbers": "phone",
     },
-    "demo-agent-original": {"company": "Acme Dental", "response_format": "original"},
+    "demo-agent-original": {
+        "company": "Acme Dental",
+        "response_format": "original",
+        "caller_numbers": "phone",
+    },
 }
 
 DEMO_PROFILES: dict[str, dict[str, Any]] = {

@@ -47,6 +47,7 @@ def caller_identity(settings: Settings, firestore: Any) -> CallerId:
             agent: [secret.get_secret_value() for secret in secrets]
             for agent, secrets in settings.lookup_signing_secrets.items()
         },
+        default_caller_numbers=settings.prefetch_caller_numbers,
     )
     return service.caller_id
 

@@ -7,8 +7,6 @@ they are used only as document ids (after validation) and as template values, ne
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import re
@@ -21,6 +19,15 @@ from typing import Any, Literal
 from service.memory.paths import memory_document_id
 from service.memory.serve import served_memory
 from service.memory.settings import memory_settings, profile_allows
+from service.prefetch.identity import (
+    CALLER_NUMBER_MODES,
+    CALLER_NUMBERS_SETTING,
+    SIGNATURE_SUFFIX,
+    CallerNumbers,
+    caller_numbers_mode,
+    identifying_numbers,
+    signed,
+)
 from service.prefetch.profiles import DocumentKey, ProfileStore
 
 log = logging.getLogger(__name__)
@@ -38,14 +45,12 @@ AGENT_SETTINGS = frozenset(
         "allow_metadata_override",
         "disabled",
         "memory",  # caller memory settings (service/memory/settings.py)
+        CALLER_NUMBERS_SETTING,
     }
 )
-# Parameters Millis itself sends; the rest of the query string is the call's metadata.
-CALL_PARAMETERS = frozenset({"agent_id", "session_id", "from", "to"})
 
 LOOKUP_PREFIX = "lookup:"
 LOOKUP_KEY = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
-SIGNATURE_SUFFIX = "_sig"
 # A document id we accept from the outside: no "/", not "." or "..", not "__reserved__".
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _SAFE_DOCUMENT_ID = re.compile(r"^(?!\.\.?$)(?!__.*__$)[A-Za-z0-9_.@+:\-]{1,128}$")
@@ -186,6 +191,12 @@ def reserved_field_problems(document: Mapping[str, Any], kind: str = "profile") 
     key = document.get("lookup_key", "")
     if kind == "agent" and key != "" and not (isinstance(key, str) and LOOKUP_KEY.match(key)):
         problems.append("lookup_key must be a parameter name (letters, digits, _ and -)")
+    if (
+        kind == "agent"
+        and CALLER_NUMBERS_SETTING in document
+        and document[CALLER_NUMBERS_SETTING] not in CALLER_NUMBER_MODES
+    ):
+        problems.append(f"caller_numbers must be one of {', '.join(CALLER_NUMBER_MODES)}")
     prompt = document.get("extra_prompt")
     if prompt is not None and not isinstance(prompt, str):
         problems.append("extra_prompt must be text")
@@ -196,11 +207,6 @@ def lookup_document_id(key: str, value: str) -> str:
     """Profiles found by a lookup key live apart from phone-number profiles: a caller who sends
     `crm_id=+15551234567` reaches `lookup:crm_id:+15551234567`, never the profile of that number."""
     return f"{LOOKUP_PREFIX}{key}:{value}"
-
-
-def lookup_signature(secret: str, value: str) -> str:
-    """What the user's backend sends as `<key>_sig` when it starts the call."""
-    return hmac.new(secret.encode(), value.encode(), hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -231,56 +237,67 @@ class PrefetchService:
         default_region: str,
         default_lookup_key: str,
         lookup_signing_secrets: Mapping[str, Sequence[str]] | None = None,
+        default_caller_numbers: CallerNumbers = "off",
     ) -> None:
         self.store = store
-        # agent id -> secrets (several during a rotation); those agents' lookups must be signed.
+        # agent id -> secrets (several during a rotation); those agents' lookups must be signed,
+        # and so must their numbers when the agent's caller_numbers is `signed`.
         self.lookup_signing_secrets = dict(lookup_signing_secrets or {})
         self.deadline_seconds = deadline_seconds
         self.default_format = default_format
         self.default_region = default_region
         self.default_lookup_key = default_lookup_key
+        self.default_caller_numbers = default_caller_numbers
 
     def answer(self, request: PrefetchRequest) -> PrefetchAnswer:
         deadline = time.monotonic() + self.deadline_seconds
         # Templates render inside the deadline: the reads leave them a small part of it.
         read_deadline = deadline - min(_RENDER_RESERVE_SECONDS, self.deadline_seconds / 10)
-        numbers = self._candidate_numbers(request)
         agent_key: DocumentKey = ("agent", request.agent_id)
         agent_id_ok = safe_document_id(request.agent_id) is not None
 
-        # After an agent's first call its document is cached: its lookup key, own numbers and
-        # memory settings are known before the read, which then fetches only the caller's
-        # candidate profiles and memory, in the same round trip.
-        cached_agent = self.store.last_known(agent_key) if agent_id_ok else None
-        lookup_id = self._lookup_id(cached_agent, request)
-        own_numbers = self._own_numbers(cached_agent or {})
+        # After an agent's first call its document is cached (a missing one too): what it allows
+        # is known before the read, which then fetches only those candidates, and nothing at all
+        # for a disabled agent. Before that, the candidates the agent could allow are read in the
+        # same round trip and only those that the agent as read allows are used.
+        known, cached_agent = (
+            self.store.last_known_entry(agent_key) if agent_id_ok else (True, None)
+        )
+        if not known:
+            planned = self._candidates(None, request, speculative=True)
+        elif self._serves(cached_agent or {}):
+            planned = self._candidates(cached_agent, request)
+        else:
+            planned = []
         keys: list[DocumentKey] = [agent_key] if agent_id_ok else []
-        if lookup_id:
-            keys.append(("profile", lookup_id))
-        keys.extend(("profile", number) for number in numbers if number not in own_numbers)
-        memory_key = self._memory_key(cached_agent, request) if agent_id_ok else None
+        keys.extend(("profile", document_id) for document_id in planned)
+        # The caller's memory joins the same read once the agent's memory settings are known.
+        memory_key = self._memory_key(cached_agent, request) if planned else None
         if memory_key:
             keys.append(memory_key)
 
         result = self.store.read(keys, max(0.0, read_deadline - time.monotonic()))
         agent = result.documents.get(agent_key) or {}
+        if not self._serves(agent):
+            # A disabled agent, or one whose settings are of the wrong type: nothing for anyone.
+            return PrefetchAnswer({}, False, result.from_cache, result.failure)
         # The agent as read decides, not the cached copy: an agent whose lookup key was just
         # removed (say, after abuse) must not keep answering lookups from the old one.
-        lookup_id = self._lookup_id(agent, request)
+        candidates = self._candidates(agent, request)
+        unread: list[DocumentKey] = [
+            ("profile", document_id)
+            for document_id in candidates
+            if ("profile", document_id) not in keys
+        ]
         memory_key = self._memory_key(agent, request) if agent_id_ok else None
-        extra_keys = [key for key in (("profile", lookup_id), memory_key) if key and key[1]]
-        extra_keys = [key for key in extra_keys if key not in keys]
-        if extra_keys:  # the agent's first call on this instance, or its settings changed
-            remaining = read_deadline - time.monotonic()
-            if remaining > 0.005:
-                extra = self.store.read(extra_keys, remaining)  # type: ignore[arg-type]
-                result.documents.update(extra.documents)
-                result.failure = result.failure or extra.failure
+        if memory_key and memory_key not in keys:  # the agent's first call on this instance
+            unread.append(memory_key)
+        remaining = read_deadline - time.monotonic()
+        if unread and remaining > 0.005:
+            extra = self.store.read(unread, remaining)
+            result.documents.update(extra.documents)
+            result.failure = result.failure or extra.failure
 
-        if agent.get("disabled", False) is not False or reserved_field_problems(agent, "agent"):
-            agent = {}  # a disabled agent, or one whose settings are of the wrong type
-            memory_key = None
-        candidates = ([lookup_id] if lookup_id else []) + self._order_numbers(numbers, agent)
         profile, profile_id = None, None
         for document_id in candidates:
             document = result.documents.get(("profile", document_id))
@@ -311,10 +328,13 @@ class PrefetchService:
         to_number: str | None,
         metadata: Mapping[str, Any],
     ) -> str | None:
-        """Whose call it is, as a profile document id: the agent's lookup key value (signed when
-        the agent requires it), else the first of `from`/`to` that is not one of the agent's own
-        numbers; None for a caller nothing identifies (a web call without a number). The caller
-        memory of both webhooks is keyed by this."""
+        """Whose call it is, as a profile document id: the first candidate the prefetch would
+        look up (the agent's lookup key value, signed when required, else the first number that
+        identifies callers for this agent under its `caller_numbers`, not one of its own); None
+        for a caller nothing identifies, or a disabled agent. The caller memory of both webhooks is
+        keyed by this (service/memory)."""
+        if not self._serves(agent or {}):
+            return None
         request = PrefetchRequest(
             agent_id,
             "",
@@ -322,11 +342,8 @@ class PrefetchService:
             to_number,
             {key: value for key, value in metadata.items() if isinstance(value, str)},
         )
-        lookup_id = self._lookup_id(agent, request)
-        if lookup_id:
-            return lookup_id
-        numbers = self._order_numbers(self._candidate_numbers(request), agent or {})
-        return numbers[0] if numbers else None
+        candidates = self._candidates(agent, request)
+        return candidates[0] if candidates else None
 
     def _memory_key(
         self, agent: Mapping[str, Any] | None, request: PrefetchRequest
@@ -339,13 +356,29 @@ class PrefetchService:
         )
         return ("memory", memory_document_id(caller, settings.scope)) if caller else None
 
-    def _candidate_numbers(self, request: PrefetchRequest) -> list[str]:
-        numbers = []
-        for raw in (request.from_number, request.to_number):
+    @staticmethod
+    def _serves(agent: Mapping[str, Any]) -> bool:
+        return agent.get("disabled", False) is False and not reserved_field_problems(agent, "agent")
+
+    def _candidates(
+        self, agent: Mapping[str, Any] | None, request: PrefetchRequest, speculative: bool = False
+    ) -> list[str]:
+        """Profile document ids that may answer for this caller, best first: the lookup key's,
+        then the numbers that identify callers for this agent (not its own numbers).
+        `speculative`: the agent is not known yet; every number it could allow."""
+        candidates = []
+        lookup_id = self._lookup_id(agent, request)
+        if lookup_id:
+            candidates.append(lookup_id)
+        mode = "phone" if speculative else caller_numbers_mode(agent, self.default_caller_numbers)
+        secrets = self.lookup_signing_secrets.get(request.agent_id, ())
+        sent = {"from": request.from_number, "to": request.to_number}
+        own_numbers = self._own_numbers(agent or {})
+        for raw in identifying_numbers(sent, request.metadata, mode, secrets):
             number = normalise_phone(raw, self.default_region)
-            if number and number not in numbers:
-                numbers.append(number)
-        return numbers
+            if number and number not in own_numbers and number not in candidates:
+                candidates.append(number)
+        return candidates
 
     def _lookup_id(self, agent: Mapping[str, Any] | None, request: PrefetchRequest) -> str | None:
         # An agent's own lookup_key decides when present: "" turns lookups off for the agent, and
@@ -358,15 +391,10 @@ class PrefetchService:
         if not value or safe_document_id(value) is None:
             return None
         secrets = self.lookup_signing_secrets.get(request.agent_id)
-        if secrets:  # this agent's lookups must be signed by the user's backend
-            # Bytes, not str: compare_digest raises on non-ASCII text, and a caller's `é` would
-            # have turned the whole answer into the empty error answer.
-            sent = request.metadata.get(key + SIGNATURE_SUFFIX, "").lower().encode()
-            if not any(
-                hmac.compare_digest(lookup_signature(secret, value).encode(), sent)
-                for secret in secrets
-            ):
-                return None  # unsigned or wrongly signed: ignored, the numbers still apply
+        # This agent's lookups must be signed by the user's backend: unsigned or wrongly signed
+        # values are ignored (the numbers still apply where the agent allows them).
+        if secrets and not signed(value, request.metadata.get(key + SIGNATURE_SUFFIX), secrets):
+            return None
         return lookup_document_id(key, value)
 
     def _own_numbers(self, agent: Mapping[str, Any]) -> set[str | None]:
@@ -374,11 +402,6 @@ class PrefetchService:
         if not isinstance(own, list):
             return set()
         return {normalise_phone(str(number), self.default_region) for number in own}
-
-    def _order_numbers(self, numbers: list[str], agent: Mapping[str, Any]) -> list[str]:
-        """The counterpart: the number that is not one of the agent's own (never looked up)."""
-        own_numbers = self._own_numbers(agent)
-        return [number for number in numbers if number not in own_numbers]
 
     @staticmethod
     def _usable(profile: Mapping[str, Any], agent_id: str) -> bool:

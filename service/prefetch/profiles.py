@@ -176,6 +176,11 @@ class ProfileStore:
         """The cached document, however old (within the stale window), without any I/O."""
         return self.cache.get(key, self.cache.stale_seconds)[1]
 
+    def last_known_entry(self, key: DocumentKey) -> tuple[bool, Document]:
+        """(whether the cache knows the document, the document or None when it does not exist),
+        however old within the stale window, without any I/O."""
+        return self.cache.get(key, self.cache.stale_seconds)
+
     def read(self, keys: Iterable[DocumentKey], timeout: float) -> ReadResult:
         """Read documents in one round trip; answer within `timeout` seconds whatever happens.
 

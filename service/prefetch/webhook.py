@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING
 import flask
 
 from service.config import Settings
-from service.prefetch.answer import CALL_PARAMETERS, PrefetchRequest, PrefetchService
+from service.prefetch.answer import PrefetchRequest, PrefetchService
 from service.prefetch.firestore_rest import RestDocumentReader
+from service.prefetch.identity import CALL_PARAMETERS, AmbiguousParameter, single_valued
 from service.prefetch.profiles import DocumentCache, ProfileStore
 from service.telemetry import child_span
 from service.web.auth import TOKEN_PARAMETER, Authenticator
@@ -54,12 +55,18 @@ class PrefetchWebhook:
                 agent: [secret.get_secret_value() for secret in secrets]
                 for agent, secrets in settings.lookup_signing_secrets.items()
             },
+            default_caller_numbers=settings.prefetch_caller_numbers,
         )
 
     def __call__(self, request: flask.Request, span: Span) -> flask.Response:
         check_query_limits(request, self.settings)
         authenticate(self.auth, request, lambda: b"")
-        parameters = {key: value for key, value in request.args.items() if key != TOKEN_PARAMETER}
+        try:  # a parameter sent twice with different values: nobody can tell which is Millis's
+            parameters = single_valued(
+                (key, values) for key, values in request.args.lists() if key != TOKEN_PARAMETER
+            )
+        except AmbiguousParameter as exc:
+            raise HttpError(400, "ambiguous_parameter", str(exc)) from None
         missing = [name for name in ("agent_id", "session_id") if not parameters.get(name)]
         if missing:
             raise HttpError(400, "missing_parameter", f"required: {', '.join(missing)}")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -50,6 +52,14 @@ class Authenticator:
         self.fail_closed = settings.on_cloud_run and not settings.allow_unauthenticated
         self.open = not self.token_digests and not self.signers
 
+    def needs_body(self, method: str, headers: HeaderLookup) -> bool:
+        """Whether only the body can decide: a signed POST that could be valid (signing secrets
+        are configured, and its id, timestamp and signature are well formed and fresh). Any other
+        request is decided by check() from its headers and query alone, before the body."""
+        if not (self.signers and method == "POST" and headers.get("webhook-signature")):
+            return False
+        return signature_headers_plausible(headers)
+
     def check(
         self, method: str, headers: HeaderLookup, query_token: str | None, body: bytes
     ) -> AuthFailure | None:
@@ -60,7 +70,7 @@ class Authenticator:
                     503, "auth_not_configured", "the service has no webhook token configured"
                 )
             return None  # local development without tokens
-        if headers.get("webhook-signature") and self.signers and method == "POST":
+        if self.signers and method == "POST" and headers.get("webhook-signature"):
             return (
                 None
                 if self._signature_valid(headers, body)
@@ -107,3 +117,27 @@ class Authenticator:
                 continue
             return True
         return False
+
+
+# Standard Webhooks: a timestamp within 5 minutes of now, `v1,<base64 HMAC-SHA256>` signatures.
+SIGNATURE_TOLERANCE_SECONDS = 5 * 60
+_SIGNATURE = re.compile(r"v1,[A-Za-z0-9+/]{43}=")
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")  # ASCII digits only: int() takes others too
+_MAX_SIGNATURES = 10
+_MAX_WEBHOOK_ID_CHARS = 256
+
+
+def signature_headers_plausible(headers: HeaderLookup, now: float | None = None) -> bool:
+    """Whether a signature could be valid, judged without the body (which it covers): anything
+    else is refused before a byte of the body is read."""
+    webhook_id = headers.get("webhook-id") or ""
+    timestamp = headers.get("webhook-timestamp") or ""
+    signatures = (headers.get("webhook-signature") or "").split(" ")
+    if not 0 < len(webhook_id) <= _MAX_WEBHOOK_ID_CHARS or not _TIMESTAMP.fullmatch(timestamp):
+        return False
+    if len(signatures) > _MAX_SIGNATURES:
+        return False
+    current = time.time() if now is None else now
+    if abs(int(timestamp) - current) > SIGNATURE_TOLERANCE_SECONDS:
+        return False
+    return any(_SIGNATURE.fullmatch(signature) for signature in signatures)

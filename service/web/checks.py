@@ -38,14 +38,13 @@ def check_query_limits(request: flask.Request, settings: Settings) -> None:
 
 
 def authenticate(auth: Authenticator, request: flask.Request, body: Callable[[], bytes]) -> None:
-    """Refuse the request unless its token or signature is valid. `body` is read only when the
-    request is signed (the signature covers the body)."""
-    signed = bool(request.headers.get("webhook-signature"))
+    """Refuse the request unless its token or signature is valid. `body` is read only when a
+    signature that could be valid needs it (the signature covers the body)."""
     failure = auth.check(
         request.method,
         request.headers,
         request.args.get(TOKEN_PARAMETER),
-        body() if signed else b"",
+        body() if auth.needs_body(request.method, request.headers) else b"",
     )
     if failure is not None:
         if failure.status >= 500:

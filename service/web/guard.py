@@ -140,8 +140,7 @@ class RequestGuard:
                 # The caller is waiting on this one: straight to the handler, without Flask's
                 # request dispatch (context push, URL map, functions-framework's wrappers), which
                 # is about 15 % of a prefetch's CPU (bench/prefetch.py).
-                response = self.handler()(flask.Request(environ))
-                return response(environ, start_response)  # type: ignore[no-any-return]
+                return self._direct(environ, start_response)
             elif _announces_body(environ):
                 _replace_body(environ, b"")  # never read
                 _close_after_answer(start_response)
@@ -155,6 +154,14 @@ class RequestGuard:
             return _Lingering(_refuse(start_response, exc), environ)
         return self.app(environ, start_response)
 
+    def _direct(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        try:
+            response = self.handler()(flask.Request(environ))
+        except Exception as exc:  # the handler answers its own errors; this is the backstop
+            log.error("unhandled error", extra={"error_type": type(exc).__name__})
+            return _refuse(start_response, HttpError(500, "internal", "internal error"))
+        return response(environ, start_response)  # type: ignore[no-any-return]
+
     def _accept_body(self, environ: WSGIEnvironment) -> None:
         handler = self.handler()
         limit = handler.settings.max_body_bytes
@@ -162,8 +169,9 @@ class RequestGuard:
         if declared is not None and declared > limit:
             raise HttpError(413, "body_too_large", f"the body is limited to {limit} bytes")
         request = Request(environ, shallow=True)
-        if not request.headers.get("webhook-signature"):
-            # A token is checked without the body; a signature needs it (read below, bounded).
+        if not handler.auth.needs_body("POST", request.headers):
+            # Decided from the headers and query alone: a token, or no token. Only a signature
+            # that could be valid waits for the body it covers (read below, bounded).
             failure = handler.auth.check(
                 "POST", request.headers, request.args.get(TOKEN_PARAMETER), b""
             )
@@ -203,6 +211,7 @@ _REASONS = {
     408: "Request Timeout",
     411: "Length Required",
     413: "Content Too Large",
+    500: "Internal Server Error",
     503: "Service Unavailable",
 }
 

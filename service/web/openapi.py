@@ -99,7 +99,8 @@ def build_document() -> dict[str, Any]:
                             },
                         },
                         "400": _error(
-                            "Missing agent_id/session_id, or parameters over the limits."
+                            "Missing agent_id/session_id, either sent twice with different "
+                            "values (ambiguous_parameter), or parameters over the limits."
                         ),
                         "414": _error("Query string too long."),
                         **auth_errors,

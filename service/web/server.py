@@ -20,10 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import gunicorn.util
+from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 from gunicorn.workers.gthread import ThreadWorker
 
-from service.web.guard import RequestGuard, error_json, headers_done, watch_headers
+from service.web.guard import (
+    RequestGuard,
+    error_json,
+    headers_done,
+    json_response,
+    watch_headers,
+)
 
 MAIN = Path(__file__).resolve().parents[1] / "main.py"
 # Cloud Run sends SIGTERM and, 10 s later, SIGKILL: requests in flight get 9 s to finish.
@@ -71,6 +78,23 @@ def _close_without_waiting(sock: Any, timeout: float = 2.0, max_drain: int = 655
         sock.close()
 
 
+class RequestSafeLogger(glogging.Logger):  # type: ignore[misc]
+    """gunicorn's logger, writing through the service's log formatter (service/telemetry.py)
+    instead of its own stderr handler: its lines keep their message template and lose their
+    arguments (`Error handling request %s` came with the full URI, token and caller number
+    included) and their tracebacks. No access log: Cloud Run writes one per request."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for log in (self.error_log, self.access_log):
+            for handler in list(log.handlers):
+                log.removeHandler(handler)
+        self.error_log.propagate = True  # to the root handler that configure_logging set
+
+    def access(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
 class JsonErrorThreadWorker(ThreadWorker):  # type: ignore[misc]
     """gunicorn's gthread worker, answering its own protocol errors with our JSON body, with a
     deadline on a request's headers (gunicorn has none: a client sending a header byte a second
@@ -109,7 +133,13 @@ def build_app() -> Any:
     app = functions_framework.create_app(target="app", source=str(MAIN))  # type: ignore[no-untyped-call]
     main = sys.modules["main"]  # the module functions-framework loaded from service/main.py
     app.wsgi_app = RequestGuard(app.wsgi_app, lambda: main.handler)
+    # Whatever escapes a route is our JSON 500, not functions-framework's empty "crash" answer.
+    app.register_error_handler(500, _internal_error)
     return app
+
+
+def _internal_error(error: Exception) -> Any:
+    return json_response(500, {"error": "internal", "message": "internal error"})
 
 
 class Server(BaseApplication):  # type: ignore[misc]
@@ -142,6 +172,7 @@ def server_options(environ: dict[str, str]) -> dict[str, Any]:
         "limit_request_fields": 100,
         "limit_request_field_size": 8190,
         "loglevel": environ.get("GUNICORN_LOG_LEVEL", "error"),
+        "logger_class": RequestSafeLogger,
     }
 
 

@@ -29,7 +29,11 @@ MEMORY = {
 
 def turn_memory_on(firestore: Any, agent_id: str = AGENT, **settings: Any) -> None:
     firestore.collection("agents").document(agent_id).set(
-        {"phone_numbers": [AGENT_NUMBER], "memory": {**MEMORY, **settings}}
+        {
+            "phone_numbers": [AGENT_NUMBER],
+            "caller_numbers": "phone",
+            "memory": {**MEMORY, **settings},
+        }
     )
 
 
@@ -92,7 +96,9 @@ def test_second_prefetch_shows_the_first_call(
 def test_memory_off_by_default_and_for_other_agents(
     make_client: Any, clean_firestore: Any, dataset: str
 ) -> None:
-    clean_firestore.collection("agents").document(AGENT).set({"phone_numbers": [AGENT_NUMBER]})
+    clean_firestore.collection("agents").document(AGENT).set(
+        {"phone_numbers": [AGENT_NUMBER], "caller_numbers": "phone"}
+    )
     client = make_client(bigquery_dataset=dataset)
     end_of_call(client, "call-off")
     assert memory_document(clean_firestore) is None
@@ -493,3 +499,19 @@ def test_a_web_call_is_remembered_by_the_lookup_key_and_otherwise_not_at_all(
     response = end_of_call(client, "web-2", ts=at(2), voip=None, metadata={"topic": "x"})
     assert response.get_json()["status"] == "inserted"
     assert [d.id for d in clean_firestore.collection_group("memory").stream()] == [f"agent:{AGENT}"]
+
+
+def test_numbers_identify_the_caller_for_memory_only_where_the_agent_says_so(
+    make_client: Any, clean_firestore: Any, dataset: str
+) -> None:
+    for mode in ("off", "signed"):  # signed: the call's metadata carries no from_sig
+        turn_memory_on(clean_firestore)
+        clean_firestore.collection("agents").document(AGENT).update({"caller_numbers": mode})
+        client = make_client(bigquery_dataset=dataset)
+        assert end_of_call(client, f"call-{mode}").get_json()["status"] == "inserted"
+        assert memory_document(clean_firestore) is None
+        assert "memory" not in prefetch(client).get("metadata", {})
+    turn_memory_on(clean_firestore)  # phone
+    client = make_client(bigquery_dataset=dataset)
+    end_of_call(client, "call-phone")
+    assert memory_document(clean_firestore)["calls"] == 1

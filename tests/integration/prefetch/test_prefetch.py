@@ -18,6 +18,19 @@ from tests.conftest import PROJECT
 AGENT = "agent-1"
 
 
+@pytest.fixture
+def make_client(make_client: Any) -> Any:
+    """These tests are about phone calls, where Millis's `from`/`to` identify the caller: the
+    deployment default says so (PREFETCH_CALLER_NUMBERS=phone) unless a test says otherwise.
+    Web calls and `caller_numbers`: tests/integration/prefetch/test_caller_identity.py."""
+
+    def build(**settings: Any) -> Any:
+        settings.setdefault("prefetch_caller_numbers", "phone")
+        return make_client(**settings)
+
+    return build
+
+
 def put(firestore: Any, collection: str, document_id: str, fields: dict[str, Any]) -> None:
     firestore.collection(collection).document(document_id).set(fields)
 
@@ -465,7 +478,7 @@ def test_lookup_values_cannot_reach_phone_number_profiles(
 def test_signed_lookups_count_only_with_a_valid_signature(
     make_client: Any, clean_firestore: Any
 ) -> None:
-    from service.prefetch.answer import lookup_signature
+    from service.prefetch.identity import signature as lookup_signature
 
     put(clean_firestore, "agents", AGENT, {"lookup_key": "crm_id"})
     put(clean_firestore, "profiles", "lookup:crm_id:C-7", {"name": "Signed"})

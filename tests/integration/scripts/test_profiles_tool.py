@@ -12,7 +12,7 @@ import pytest
 from profiles import export_profiles, import_profiles, migrate_lookups, show_answer
 
 from service.config import get_settings
-from service.prefetch.answer import lookup_signature
+from service.prefetch.identity import signature as lookup_signature
 
 
 def documents(client: Any, collection: str = "profiles") -> dict[str, dict[str, Any]]:
@@ -180,13 +180,18 @@ def test_show_prints_what_the_webhook_answers(
 ) -> None:
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "test-millis")
     clean_firestore.collection("agents").document("agent-1").set(
-        {"company": "Acme", "extra_prompt": "For {company}, campaign {campaign}."}
+        {
+            "company": "Acme",
+            "extra_prompt": "For {company}, campaign {campaign}.",
+            "caller_numbers": "phone",
+        }
     )
     clean_firestore.collection("profiles").document("+15551234567").set({"name": "Ann"})
     shown = show_answer(clean_firestore, "agent-1", "+1 555 123 4567", None, params)
     query = {"agent_id": "agent-1", "session_id": "s", "from": "+15551234567", **params}
     served = make_client().get("/prefetch?" + urlencode(query)).get_json()
     assert shown["answer"] == served and shown["profile_found"] is True
+    assert shown["caller_numbers"] == "phone"
     assert shown["matched"] == "profiles/+15551234567"
     if params:  # a parameter the agent does not look up by is said to be a template value only
         assert shown["params"] == {
@@ -204,7 +209,7 @@ def test_show_says_which_lookup_parameter_answered_and_why_others_were_ignored(
     get_settings.cache_clear()
     agents = clean_firestore.collection("agents")
     agents.document("agent-1").set({"lookup_key": "crm_id"})
-    agents.document("agent-s").set({"lookup_key": "crm_id"})
+    agents.document("agent-s").set({"lookup_key": "crm_id", "caller_numbers": "phone"})
     agents.document("agent-n").set({"lookup_key": None})
     clean_firestore.collection("profiles").document("lookup:crm_id:C-1").set({"name": "CRM"})
     clean_firestore.collection("profiles").document("+15551234567").set({"name": "Ann"})

@@ -38,6 +38,7 @@ def test_smoke_passes_against_a_served_instance(
     assert smoke(args) == 0
     assert capsys.readouterr().out.startswith("PASS")
     assert list(clean_firestore.collection("profiles").stream()) == []  # test profile removed
+    assert list(clean_firestore.collection("agents").stream()) == []  # and its agent
 
 
 def test_smoke_fails_with_a_wrong_token(

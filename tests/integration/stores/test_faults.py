@@ -130,7 +130,9 @@ def test_firestore_stopped_mid_run_prefetch_keeps_answering_in_time(
 
     firestore, bigquery = stack.clients()
     create_tables_and_views(bigquery, "millis")
-    firestore.collection("agents").document("agent-1").set({"company": "Acme"})
+    firestore.collection("agents").document("agent-1").set(
+        {"company": "Acme", "caller_numbers": "phone"}
+    )
     firestore.collection("profiles").document("+15551234567").set({"name": "Ann"})
     client = served(
         make_client, firestore, bigquery, prefetch_deadline_ms=300, profile_cache_ttl_seconds=0

@@ -34,7 +34,7 @@ def test_prefetch_span_continues_traceparent_with_a_firestore_child(
 ) -> None:
     clean_firestore.collection("profiles").document("+15551234567").set({"name": "Ann"})
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
-    make_client().get(
+    make_client(prefetch_caller_numbers="phone").get(
         "/prefetch?agent_id=agent-1&session_id=s&from=%2B15551234567",
         headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"},
     )
