@@ -1,13 +1,17 @@
-"""Caller memory benchmark: both webhooks with memory on against the same with memory off, in one
-run on the local emulators.
+"""Memory benchmark: what the service holds idle, after mixed traffic and at its peak.
 
-    bench/run memory [--callers 2000] [--requests 3000] [--calls 300] [--rounds 3]
+    bench/run memory [--python PATH] [--env KEY=VALUE ...]
 
-One service (`service/main.py`, settings as deployed) serves two agents that differ only in
-`memory.enabled`. Prefetch: callers spread over N numbers (80 % remembered, with 3 calls each,
-the rest unknown), p50 at concurrency 1 and requests per second at 64. End of call: new calls of
-those callers at concurrency 1 and 8, every measurement on an empty events table. Targets run in
-rotated rounds and each statistic is the median of its rounds; only ratios within this run count.
+Serves service/main.py as deployed (THREADS 44) on both emulators and reports the proportional
+set size (PSS: shared pages counted once, as the instance's memory limit counts them) of the
+gunicorn arbiter and worker together: idle; after the first end-of-call (the BigQuery client is
+loaded on first use); after 1,600 end-of-calls 40 at a time and 12,000 prefetches 40 at a time;
+and the peak while 40 end-of-calls of 2.5 MB each arrive at once.
+
+--python serves with another interpreter, e.g. a venv made with `uv sync --no-dev` (what the
+Dockerfile installs): the development venv also holds pyarrow and numpy (dependencies of the
+BigQuery emulator), which google-cloud-bigquery imports when present, about 60 MiB more.
+Traffic goes to 127.0.0.1 only, bounded in count.
 """
 
 from __future__ import annotations
@@ -15,201 +19,128 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
+import socket
+import sys
 import tempfile
+import threading
 import uuid
+from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import quote
 
 import demo_data
-from benchlib import Result, Server, Summary, http_load, print_table
-from emulators import free_port, running_emulators, treat_sigterm_as_ctrl_c
+from benchlib import Server
+from connections import one_prefetch
+from emulators import free_port, start_bigquery, start_firestore, treat_sigterm_as_ctrl_c
 
-PROJECT = "bench-millis"
-AGENT_NUMBER = "+15550000000"
-AGENTS = {"memory off": "bench-memory-off", "memory on": "bench-memory-on"}
-# Memory is read on every prefetch (never served fresh from the cache): also compared with the
-# prefetch that reads its profile on every call too.
-UNCACHED = "memory off, profile cache off"
-MEMORY = {"enabled": True, "metadata_keys": ["campaign"], "calls": 5}
-
-Request = tuple[str, str, bytes, dict[str, str]]
+PROJECT = "bench-memory"
+TOKEN = "bench-token"
 
 
-def seed(firestore: object, count: int, rng: random.Random) -> list[str]:
-    from service.memory.paths import memory_path
-    from service.memory.record import Contribution, merged
+def pss_mib(server: Server) -> float:
+    pid = server.process.pid
+    pids = [pid]
+    with open(f"/proc/{pid}/task/{pid}/children") as children:
+        pids += [int(child) for child in children.read().split()]
+    total = 0
+    for each in pids:
+        with open(f"/proc/{each}/smaps_rollup") as rollup:
+            total += int(rollup.read().split("Pss:")[1].split()[0])
+    return total / 1024
 
-    numbers = [f"+1555{index:07d}" for index in range(1, count + 1)]
-    for name, agent_id in AGENTS.items():
-        fields = {
-            "company": "Acme",
-            "extra_prompt": "You work for {company}.",
-            "phone_numbers": [AGENT_NUMBER],
-            "caller_numbers": "phone",
-        }
-        if name == "memory on":
-            fields["extra_prompt"] += " Calls so far: {memory.calls}, last {memory.last_call}."
-        fields["memory"] = {**MEMORY, "enabled": name == "memory on"}
-        firestore.collection("agents").document(agent_id).set(fields)  # type: ignore[attr-defined]
-    now = datetime.now(UTC)
-    expires = now + timedelta(days=365)
-    for start in range(0, count, 100):
-        batch = firestore.batch()  # type: ignore[attr-defined]
-        for number in numbers[start : start + 100]:
-            batch.set(
-                firestore.collection("profiles").document(number),  # type: ignore[attr-defined]
-                {"name": f"Caller {number[-4:]}", "tier": "gold"},
-            )
-            if rng.random() < 0.8:  # a returning caller of the memory agent
-                memory: dict[str, object] = {}
-                for call in range(3):
-                    entry = Contribution(
-                        f"old-{number}-{call}",
-                        now - timedelta(days=call + 1),
-                        AGENTS["memory on"],
-                        "user-ended",
-                        60.0,
-                        {"campaign": "winter"},
-                    )
-                    memory = merged(memory, entry, 5, False, expires)
-                path = memory_path("profiles", number, f"agent:{AGENTS['memory on']}")
-                batch.set(firestore.document(path), memory)  # type: ignore[attr-defined]
-        batch.commit()
-    return numbers
+
+def end_of_call(port: int, transcript_bytes: int = 0) -> str:
+    payload = demo_data.demo_end_of_call(uuid.uuid4().hex)
+    if transcript_bytes:
+        chat = json.loads(payload["chat"])
+        chat.append({"role": "user", "content": "word " * (transcript_bytes // 5)})
+        payload["chat"] = json.dumps(chat)
+    body = json.dumps(payload).encode()
+    head = (
+        f"POST /end-of-call?token={TOKEN} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
+            sock.sendall(head + body)
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        return data[9:12].decode() or "none"
+    except OSError as exc:
+        return type(exc).__name__
+
+
+def at_once(count: int, function: Callable[[], object]) -> Counter[object]:
+    results: list[object] = []
+    threads = [threading.Thread(target=lambda: results.append(function())) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(300)
+    return Counter(results)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--callers", type=int, default=2000)
-    parser.add_argument("--requests", type=int, default=3000, help="per prefetch target and c")
-    parser.add_argument("--calls", type=int, default=300, help="per end-of-call target and c")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--python", help="interpreter to serve with (default: this one)")
+    parser.add_argument("--env", action="append", default=[], help="a setting, KEY=VALUE")
     args = parser.parse_args()
     treat_sigterm_as_ctrl_c()
-    rng = random.Random(24)
-
-    with running_emulators(PROJECT, Path(tempfile.mkdtemp(prefix="bench-"))) as emulator_env:
-        os.environ.update(emulator_env)
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-memory-"))
+    firestore = start_firestore(log_dir)
+    bigquery = start_bigquery(log_dir, PROJECT)
+    server = None
+    try:
+        env = {**firestore.env, **bigquery.env, "GOOGLE_CLOUD_PROJECT": PROJECT}
+        os.environ.update(env)
         from service.stores.bigquery import create_tables_and_views
         from service.stores.bigquery import make_client as bigquery_client
         from service.stores.firestore import make_client as firestore_client
 
-        firestore = firestore_client(PROJECT, "(default)")
-        bigquery = bigquery_client(PROJECT)
-        create_tables_and_views(bigquery, "millis")
-        numbers = seed(firestore, args.callers, rng)
-        env = {**emulator_env, "GOOGLE_CLOUD_PROJECT": PROJECT}
-        server = Server("service/main.py", "app", free_port(), env)
-        uncached = Server(
-            "service/main.py", "app", free_port(), {**env, "PROFILE_CACHE_TTL_SECONDS": "0"}
+        create_tables_and_views(bigquery_client(PROJECT), "millis")
+        demo_data.seed(firestore_client(PROJECT, "(default)"))
+        settings = dict(item.split("=", 1) for item in args.env)
+        if args.python:
+            sys.executable = args.python  # benchlib.Server serves with sys.executable
+        server = Server(
+            "service/main.py",
+            "app",
+            free_port(),
+            {**env, "WEBHOOK_TOKENS": TOKEN, "THREADS": "44", **settings},
         )
-        try:
+        port = server.port
+        print(f"idle: {pss_mib(server):.0f} MiB", flush=True)
+        end_of_call(port)
+        print(f"after the first end-of-call: {pss_mib(server):.0f} MiB", flush=True)
+        for _ in range(40):
+            at_once(40, lambda: end_of_call(port))
+        at_once(40, lambda: sum(one_prefetch(port) is not None for _ in range(300)))
+        print(f"after 1,600 end-of-calls and 12,000 prefetches: {pss_mib(server):.0f} MiB")
+        peak = [pss_mib(server)]
+        done = threading.Event()
 
-            def caller() -> str:
-                return (
-                    rng.choice(numbers)
-                    if rng.random() < 0.9
-                    else f"+1666{rng.randrange(10**7):07d}"
-                )
+        def watch() -> None:
+            while not done.wait(0.05):
+                peak[0] = max(peak[0], pss_mib(server))
 
-            def prefetches(agent_id: str, count: int) -> list[Request]:
-                return [
-                    (
-                        "GET",
-                        f"/prefetch?agent_id={agent_id}&session_id=s{i}&from={quote(caller())}"
-                        f"&to={quote(AGENT_NUMBER)}",
-                        b"",
-                        {},
-                    )
-                    for i in range(count)
-                ]
-
-            def end_of_calls(agent_id: str, count: int) -> list[Request]:
-                requests = []
-                for _ in range(count):
-                    payload = demo_data.demo_end_of_call(uuid.uuid4().hex, agent_id)
-                    payload["voip"] = {"provider": "twilio", "from": caller(), "to": AGENT_NUMBER}
-                    body = json.dumps(payload).encode()
-                    requests.append(
-                        ("POST", "/end-of-call", body, {"Content-Type": "application/json"})
-                    )
-                return requests
-
-            def empty_events_table() -> None:
-                bigquery.delete_table(f"{PROJECT}.millis.call_events", not_found_ok=True)
-                create_tables_and_views(bigquery, "millis")
-
-            targets: dict[str, Callable[[int, int], Result]] = {}
-            for name, agent_id in AGENTS.items():
-                targets[f"GET /prefetch, {name}"] = lambda count, c, a=agent_id, n=name: http_load(
-                    f"GET /prefetch, {n}", server.port, prefetches(a, count), c
-                )
-                targets[f"POST /end-of-call, {name}"] = lambda count, c, a=agent_id, n=name: (
-                    http_load(f"POST /end-of-call, {n}", server.port, end_of_calls(a, count), c)
-                )
-            targets[f"GET /prefetch, {UNCACHED}"] = lambda count, c: http_load(
-                f"GET /prefetch, {UNCACHED}",
-                uncached.port,
-                prefetches(AGENTS["memory off"], count),
-                c,
-            )
-            for agent_id in AGENTS.values():  # warm up both paths, the emulators' too
-                http_load("warm-up", server.port, prefetches(agent_id, 1000), 64)
-                http_load("warm-up", server.port, end_of_calls(agent_id, 60), 8)
-            http_load("warm-up", uncached.port, prefetches(AGENTS["memory off"], 1000), 64)
-
-            results: list[Summary] = []
-            for kind, levels in (("GET /prefetch", (1, 64)), ("POST /end-of-call", (1, 8))):
-                names = [name for name in targets if name.startswith(kind)]
-                for concurrency in levels:
-                    rounds: dict[str, list[Result]] = {name: [] for name in names}
-                    for round_number in range(args.rounds):
-                        shift = round_number % len(names)
-                        for name in names[shift:] + names[:shift]:
-                            writes = kind == "POST /end-of-call"
-                            if writes:
-                                empty_events_table()
-                            count = (args.calls if writes else args.requests) // args.rounds
-                            rounds[name].append(targets[name](count, concurrency))
-                    results += [Summary.of_rounds(rounds[name]) for name in names]
-        finally:
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        answers = at_once(40, lambda: end_of_call(port, 2_500_000))
+        done.set()
+        watcher.join()
+        print(
+            f"peak while 40 end-of-calls of 2.5 MB arrive at once: {peak[0]:.0f} MiB "
+            f"(answers {dict(answers)}); after: {pss_mib(server):.0f} MiB",
+            flush=True,
+        )
+    finally:
+        if server:
             server.stop()
-            uncached.stop()
-
-        print_table(
-            results,
-            f"Caller memory on and off, {args.callers} callers, "
-            f"medians of {args.rounds} rotated rounds, {os.cpu_count()} CPUs",
-        )
-        by = {(r.name, r.concurrency): r for r in results}
-        print("\nMemory on / memory off (same run):")
-        for kind, concurrency in (
-            ("GET /prefetch", 1),
-            ("GET /prefetch", 64),
-            ("POST /end-of-call", 1),
-            ("POST /end-of-call", 8),
-        ):
-            on, off = (
-                by[(f"{kind}, memory on", concurrency)],
-                by[(f"{kind}, memory off", concurrency)],
-            )
-            print(
-                f"  {kind:<18} c={concurrency:<3} p50 {on.p50_ms / off.p50_ms:.2f}x, "
-                f"p99 {on.p99_ms / off.p99_ms:.2f}x, req/s {on.rps / off.rps:.2f}x"
-            )
-        for concurrency in (1, 64):
-            on = by[("GET /prefetch, memory on", concurrency)]
-            off = by[(f"GET /prefetch, {UNCACHED}", concurrency)]
-            print(
-                f"  GET /prefetch, memory on / {UNCACHED}, c={concurrency:<3} "
-                f"p50 {on.p50_ms / off.p50_ms:.2f}x, req/s {on.rps / off.rps:.2f}x"
-            )
-        print(f"  errors: {sum(r.errors for r in results)}")
+        bigquery.stop()
+        firestore.stop()
 
 
 if __name__ == "__main__":

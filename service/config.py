@@ -146,32 +146,15 @@ class Settings:
     # (the Firestore TTL policy deletes it: Terraform memory_retention_days).
     memory_timeout_seconds: float = setting(0.5, gt=0, le=10)
     memory_retention_days: int = setting(365, ge=1, le=3650)
-    # redacted: every field, secrets removed (service/end_of_call/redaction); allowlist: only the
-    # keys in AGENT_CONFIG_ALLOWLIST (at any depth), then redacted too; none: not stored.
+    # allowlist: only the parts of the configuration people query (prompt, voice, model, tool
+    # definitions), by path (service/end_of_call/redaction/allowlist.py), kept text through the
+    # detectors; redacted: every field, secrets removed by detection alone; none: not stored.
     store_agent_config: Literal["redacted", "allowlist", "none"] = setting(
-        "redacted", choices=("redacted", "allowlist", "none")
+        "allowlist", choices=("redacted", "allowlist", "none")
     )
-    agent_config_allowlist: list[str] = field(
-        metadata=NO_RULE,
-        default_factory=lambda: [
-            "name",
-            "language",
-            "prompt",
-            "first_message",
-            "voice",
-            "voice_id",
-            "model",
-            "llm",
-            "tts",
-            "stt",
-            "provider",
-            "temperature",
-            "max_tokens",
-            "tools",
-            "description",
-            "type",
-        ],
-    )
+    # Allowlist mode: more dotted paths to keep (`flow.voicemail`, `crm_account`), each whole and
+    # redacted by every layer.
+    agent_config_allowlist: list[str] = field(metadata=NO_RULE, default_factory=list)
     redact_key_patterns: list[str] = field(
         metadata=NO_RULE,
         default_factory=lambda: [
@@ -208,6 +191,9 @@ class Settings:
     max_query_value_chars: int = setting(1024, ge=16, le=65_536)
     # The whole body must arrive within this time (a client dripping bytes frees its thread).
     request_read_timeout_seconds: float = setting(10.0, gt=0, le=60)
+    # End-of-calls served at once by an instance; beyond, 503 + Retry-After at once. Below THREADS,
+    # so that a slow store behind the end-of-call never leaves the prefetch without a thread.
+    end_of_call_max_in_flight: int = setting(20, ge=1, le=1000)
 
     # Operations
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = setting(

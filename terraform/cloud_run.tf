@@ -52,6 +52,9 @@ resource "google_cloud_run_v2_service" "webhooks" {
           # gunicorn threads: one per concurrent request plus spares, so that a liveness probe
           # always finds a free thread on a busy instance (service/web/server.py).
           THREADS = tostring(var.concurrency + 4)
+          # End-of-calls served at once; beyond, 503 + Retry-After at once. The other half of the
+          # threads stays for the prefetch whatever BigQuery does (service/web/guard.py).
+          END_OF_CALL_MAX_IN_FLIGHT = tostring(max(1, floor(var.concurrency / 2)))
         })
         content {
           name  = env.key

@@ -203,8 +203,10 @@ resource "google_monitoring_alert_policy" "server_errors" {
     mime_type = "text/markdown"
     content   = <<-EOT
       The service answers 5xx. Prefetch never does by design, so these are end-of-call 503s
-      (BigQuery **and** Firestore failing: Millis should retry) or the platform (instances
-      crashing, out of memory). Check the service's logs and Cloud Run's revision status; roll
+      (BigQuery **and** Firestore failing: Millis should retry; or `busy`, logged as "end-of-call
+      refused: busy", when an instance already serves its END_OF_CALL_MAX_IN_FLIGHT end-of-calls,
+      usually because BigQuery is slow: Millis retries after Retry-After) or the platform
+      (instances crashing, out of memory). Check the service's logs and Cloud Run's revision status; roll
       back with `gcloud run services update-traffic ${var.service_name} --to-revisions=PREVIOUS=100`.
     EOT
   }

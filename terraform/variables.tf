@@ -147,9 +147,14 @@ variable "cpu" {
 }
 
 variable "memory" {
-  description = "Memory limit of an instance (the service uses about 210 MB under load)."
+  description = "Memory limit of an instance. Measured (bench/run memory, docs/performance.md): about 100 MiB after mixed traffic, at most 334 MiB while 40 end-of-calls of 2.5 MB arrive at once (the guard admits 24 MiB of bodies at a time); 512Mi leaves half as much again."
   type        = string
   default     = "512Mi"
+
+  validation {
+    condition     = !can(regex("^[0-9]+(Mi|Gi)$", var.memory)) ? false : (endswith(var.memory, "Gi") ? tonumber(trimsuffix(var.memory, "Gi")) * 1024 : tonumber(trimsuffix(var.memory, "Mi"))) >= 512
+    error_message = "memory must be at least 512Mi (written as <n>Mi or <n>Gi): the measured peak is 334 MiB."
+  }
 }
 
 variable "prefetch_deadline_ms" {
@@ -185,9 +190,9 @@ variable "default_phone_region" {
 }
 
 variable "store_agent_config" {
-  description = "\"redacted\" stores the agent configuration with secrets removed; \"allowlist\" keeps only known-safe fields (model, voice, language, prompt, ...), redacted too; \"none\" drops it (STORE_AGENT_CONFIG)."
+  description = "\"allowlist\" stores only the parts of the agent configuration people query (prompt, voice, model, tool names, descriptions and parameter schemas, webhook origins), their text redacted; \"redacted\" stores every field with the secrets detection finds removed; \"none\" drops it (STORE_AGENT_CONFIG)."
   type        = string
-  default     = "redacted"
+  default     = "allowlist"
 
   validation {
     condition     = contains(["redacted", "allowlist", "none"], var.store_agent_config)

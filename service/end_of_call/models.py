@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
+from service.end_of_call.json_text import loads_bounded
 from service.stored_row import in_timestamp_range
 
 PayloadFormat = Literal["original", "current"]
@@ -151,10 +152,7 @@ class EndOfCallPayload(_Tolerant):
             return value
         if not value.strip():
             return None
-        try:
-            return json.loads(value)
-        except ValueError:
-            raise ValueError("text, but not valid JSON") from None
+        return loads_bounded(value)  # a JsonTextError is a ValueError: a 400 naming the field
 
     @field_validator("recording", mode="before")
     @classmethod

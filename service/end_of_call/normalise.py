@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 
+from service.end_of_call.json_text import JsonTextError, loads_bounded
 from service.end_of_call.models import ChatMessage, EndOfCallPayload, detect_format
 from service.stored_row import (
     MAX_REPAIRS_LISTED,
@@ -29,6 +30,15 @@ log = logging.getLogger(__name__)
 
 Source = Literal["webhook", "replay", "backfill"]
 
+# Structured fields a payload may send as JSON text (the current format sends chat so).
+TEXT_FIELDS = ("chat", "cost_breakdown", "function_calls", "voip", "metadata", "agent_config")
+LIST_FIELDS = ("chat", "cost_breakdown", "function_calls")
+# Columns that identify and date the call: never rewritten by the removal of known secrets.
+IDENTITY_COLUMNS = frozenset(
+    {"session_id", "call_id", "agent_id", "started_at", "received_at", "ts_reported", "source"}
+    | {"ts_out_of_range", "payload_format", "from_number", "to_number"}
+)
+
 
 class InvalidPayload(ValueError):
     """The body is not a usable Millis end-of-call payload."""
@@ -43,8 +53,10 @@ def parse_payload(raw: Any, repairs: list[dict[str, str]] | None = None) -> EndO
     first (see service/stored_row.py), each repair appended to `repairs` for the row."""
     if not isinstance(raw, dict):
         raise InvalidPayload("the body must be a JSON object")
+    repairs = [] if repairs is None else repairs
     try:
-        repaired = repair_json(raw, "", [] if repairs is None else repairs)
+        # Text fields are parsed first so that what they hold is repaired like the body.
+        repaired = repair_json(_tidy_lists(_parse_text_fields(raw), repairs), "", repairs)
         return EndOfCallPayload.model_validate(repaired)
     except ValidationError as exc:
         # Field locations and messages only: the offending values may be personal data.
@@ -57,6 +69,48 @@ def parse_payload(raw: Any, repairs: list[dict[str, str]] | None = None) -> EndO
             "session_id is missing or invalid" if missing_id else "the payload has invalid fields"
         )
         raise InvalidPayload(message, details) from None
+
+
+def _parse_text_fields(raw: dict[str, Any]) -> dict[str, Any]:
+    """The body with each structured field sent as JSON text parsed, within the body's depth
+    bound (json_text.py). Text that is too deep or not JSON refuses the call, naming the field,
+    as any other field of the wrong type does."""
+    parsed = dict(raw)
+    problems = []
+    for field in TEXT_FIELDS:
+        value = raw.get(field)
+        if not isinstance(value, str):
+            continue
+        try:
+            parsed[field] = loads_bounded(value) if value.strip() else None
+        except JsonTextError as exc:
+            problems.append({"field": field, "problem": str(exc)})
+    if problems:
+        raise InvalidPayload("the payload has invalid fields", problems)
+    return parsed
+
+
+def _tidy_lists(raw: dict[str, Any], repairs: list[dict[str, str]]) -> dict[str, Any]:
+    """Elements of the transcript, costs and function calls that would refuse the whole call,
+    repaired and recorded instead: a null element is dropped; a chat element that is text (or any
+    value but an object) becomes a message with that content."""
+    tidied = dict(raw)
+    for field in LIST_FIELDS:
+        items = raw.get(field)
+        if not isinstance(items, list):
+            continue
+        kept: list[Any] = []
+        for index, item in enumerate(items):
+            where = f"{field}[{index}]"
+            if item is None:
+                repairs.append({"field": where, "repair": "null_element_dropped"})
+            elif field == "chat" and not isinstance(item, dict):
+                repairs.append({"field": where, "repair": "value_as_message_content"})
+                kept.append({"content": item})
+            else:
+                kept.append(item)
+        tidied[field] = kept
+    return tidied
 
 
 def _chat_row(position: int, message: ChatMessage) -> dict[str, Any]:
@@ -125,7 +179,8 @@ def normalise_call(
         started_at = received_at - timedelta(seconds=payload.duration or 0)
     costs = payload.cost_breakdown or []
     credits = [item.credit for item in costs if item.credit is not None]
-    agent_config = redactor.agent_config(payload.agent_config) if store_agent_config else None
+    stored_config, known_secrets = redactor.agent_config_and_secrets(payload.agent_config)
+    agent_config = stored_config if store_agent_config else None
     extra_fields = unmodelled_fields(payload)
 
     voip = payload.voip
@@ -159,6 +214,9 @@ def normalise_call(
         "source": source,
         "raw_payload": redactor.redact(extra_fields) if extra_fields else None,
     }
+    # A secret of the configuration is removed wherever else the call repeats it.
+    for column in row.keys() - IDENTITY_COLUMNS:
+        row[column] = known_secrets.scrub(row[column])
     # Values parsed from JSON text (chat sent as text) are checked again here.
     repairs = list(repairs or [])
     row = repair_json(row, "", repairs)

@@ -61,6 +61,44 @@ LINGER_MAX_BYTES = 1024 * 1024
 # Millis payloads nest a few levels; BigQuery refuses JSON deeper than 500 and Firestore maps
 # deeper than 20, so a deep body is refused rather than kept as a dead letter forever.
 MAX_JSON_DEPTH = 32
+# What a 503 for a full end-of-call share asks the caller to wait before retrying.
+BUSY_RETRY_AFTER_SECONDS = 5
+# End-of-call bodies being processed at once, in bytes. Parsing, redacting and encoding a body
+# takes several times its size at once, so this bounds the memory end-of-calls can take
+# (docs/performance.md); one body of MAX_BODY_BYTES always fits.
+BODY_BYTES_IN_FLIGHT = 24 * 1024 * 1024
+
+
+class EndOfCallShare:
+    """Admission of end-of-calls: at most `calls` at once (the rest of the threads stay for the
+    prefetch) and at most `body_bytes` of their bodies. Never waits: full is a 503."""
+
+    def __init__(self, calls: int, body_bytes: int) -> None:
+        self.calls, self.body_bytes = calls, body_bytes
+        self._calls_in, self._bytes_in = 0, 0
+        self._lock = threading.Lock()
+
+    def enter(self) -> bool:
+        """A call may start (before its body is read: reading holds a thread too)."""
+        with self._lock:
+            if self._calls_in >= self.calls:
+                return False
+            self._calls_in += 1
+            return True
+
+    def hold(self, size: int) -> bool:
+        """A call that has entered may go on with a body of `size` bytes."""
+        with self._lock:
+            if self._bytes_in + size > self.body_bytes:
+                return False
+            self._bytes_in += size
+            return True
+
+    def leave(self, size: int) -> None:
+        """A call is done, with the body bytes it held (0 if none)."""
+        with self._lock:
+            self._calls_in -= 1
+            self._bytes_in -= size
 
 
 class HttpError(Exception):
@@ -119,6 +157,8 @@ class RequestGuard:
     def __init__(self, app: WSGIApplication, handler: Callable[[], Any]) -> None:
         self.app = app
         self.handler = handler
+        self._share: EndOfCallShare | None = None
+        self._share_lock = threading.Lock()
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         headers_done()  # gunicorn has parsed them; a body gets its own deadline
@@ -135,7 +175,7 @@ class RequestGuard:
                     405, "method_not_allowed", f"use {allow} for {path}", {"Allow": allow}
                 )
             if method == "POST":
-                self._accept_body(environ)
+                return self._end_of_call(environ, start_response)
             elif path in DIRECT_ROUTES and not _announces_body(environ):
                 # The caller is waiting on this one: straight to the handler, without Flask's
                 # request dispatch (context push, URL map, functions-framework's wrappers), which
@@ -162,7 +202,34 @@ class RequestGuard:
             return _refuse(start_response, HttpError(500, "internal", "internal error"))
         return response(environ, start_response)  # type: ignore[no-any-return]
 
-    def _accept_body(self, environ: WSGIEnvironment) -> None:
+    def _end_of_call(
+        self, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        """A POST holds a thread from here until its answer is ready: at most
+        END_OF_CALL_MAX_IN_FLIGHT at once, so the rest of the threads stay for the prefetch."""
+        share = self._end_of_call_share()
+        size = self._accept_body(environ, share)
+        try:
+            # The answer is computed by the time the app returns (not streamed), and writing it
+            # never waits on the client (service/web/connections.py): the share ends here.
+            return self.app(environ, start_response)
+        finally:
+            share.leave(size)
+
+    def _end_of_call_share(self) -> EndOfCallShare:
+        settings = self.handler().settings
+        calls = settings.end_of_call_max_in_flight
+        body_bytes = max(BODY_BYTES_IN_FLIGHT, settings.max_body_bytes)
+        with self._share_lock:
+            if self._share is None or (self._share.calls, self._share.body_bytes) != (
+                calls,
+                body_bytes,
+            ):
+                self._share = EndOfCallShare(calls, body_bytes)
+            return self._share
+
+    def _accept_body(self, environ: WSGIEnvironment, share: EndOfCallShare) -> int:
+        """Reads the body of an admitted POST; returns the size it holds in the share."""
         handler = self.handler()
         limit = handler.settings.max_body_bytes
         declared = _content_length(environ)
@@ -178,8 +245,29 @@ class RequestGuard:
             if failure is not None:
                 headers = {"WWW-Authenticate": "Bearer"} if failure.status == 401 else None
                 raise HttpError(failure.status, failure.error, failure.message, headers)
-        body = _read_body(environ, limit, handler.settings.request_read_timeout_seconds)
+        if not share.enter():
+            # Millis retries a 503; answering at once keeps this thread free for the prefetch.
+            raise _busy()
+        try:
+            body = _read_body(environ, limit, handler.settings.request_read_timeout_seconds)
+        except BaseException:
+            share.leave(0)
+            raise
+        if not share.hold(len(body)):
+            share.leave(0)
+            raise _busy()
         _replace_body(environ, body)
+        return len(body)
+
+
+def _busy() -> HttpError:
+    log.warning("end-of-call refused: busy")  # the 5xx alert's runbook names this line
+    return HttpError(
+        503,
+        "busy",
+        "too many end-of-calls in progress, retry later",
+        {"Retry-After": str(BUSY_RETRY_AFTER_SECONDS)},
+    )
 
 
 def _close_after_answer(start_response: StartResponse) -> None:

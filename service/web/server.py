@@ -6,6 +6,8 @@ Differences from `functions-framework --target=app` (why this launcher exists):
 - service.web.guard answers refusals before any body is read and reads accepted bodies with a
   size and time limit; a body left unread closes the connection instead of being drained;
 - errors gunicorn answers itself (a bad request line, headers over 8 KB) carry our JSON body;
+- no thread waits on a client: a request's head is read, and its answer written, on the worker's
+  event loop (service/web/connections.py), so silent or non-reading clients cost no thread;
 - graceful shutdown fits Cloud Run's 10 s between SIGTERM and SIGKILL;
 - threads default to CONCURRENCY + 4 spare, so a health probe always finds a free thread.
 """
@@ -13,17 +15,28 @@ Differences from `functions-framework --target=app` (why this launcher exists):
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import selectors
 import socket
 import sys
+import time
+from collections import deque
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import gunicorn.util
 from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
-from gunicorn.workers.gthread import ThreadWorker
+from gunicorn.workers.gthread import TConn, ThreadWorker
 
+from service.web.connections import (
+    HEAD_LIMIT_BYTES,
+    WRITE_TIMEOUT_SECONDS,
+    HandOverSocket,
+    HeadReader,
+)
 from service.web.guard import (
     RequestGuard,
     error_json,
@@ -96,14 +109,133 @@ class RequestSafeLogger(glogging.Logger):  # type: ignore[misc]
 
 
 class JsonErrorThreadWorker(ThreadWorker):  # type: ignore[misc]
-    """gunicorn's gthread worker, answering its own protocol errors with our JSON body, with a
-    deadline on a request's headers (gunicorn has none: a client sending a header byte a second
-    would hold a thread for as long as it likes)."""
+    """gunicorn's gthread worker where a thread never waits on a client: request heads are read
+    and answers written on the event loop (service/web/connections.py), and a thread gets a
+    connection only with a whole request head. Also: a deadline on a head that goes to a thread
+    incomplete, and gunicorn's own protocol errors answered with our JSON body."""
 
     def init_process(self) -> None:
         gunicorn.util.close_graceful = _close_without_waiting  # TConn.close calls it by module
+        # Connections waiting for their answer to be written: (deadline, conn, result).
+        self.flushing: deque[tuple[float, Any, Any]] = deque()
+        self.head_seconds = _read_timeout_seconds()
         super().init_process()
 
+    # Event loop side: heads.
+    def accept(self, listener: Any) -> None:
+        try:
+            client, address = listener.accept()
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                self._drop_oldest_waiting()  # out of descriptors: make room, do not crash
+                return
+            if exc.errno in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                return
+            raise
+        if self.nr_conns >= self.worker_connections:
+            self._drop_oldest_waiting()
+        self.nr_conns += 1
+        conn = TConn(self.cfg, HandOverSocket.adopt(client), address, listener.getsockname())
+        self._await_head(conn, HeadReader())
+
+    def on_client_socket_readable(self, conn: Any, client: Any) -> None:
+        # A kept-alive connection: its next head is read on the loop too.
+        self.poller.unregister(client)
+        self.keepalived_conns.remove(conn)
+        self._await_head(conn, HeadReader())
+
+    def _await_head(self, conn: Any, reader: HeadReader) -> None:
+        conn.head_reader = reader
+        # One duration for every entry keeps pending_conns sorted by deadline (murder_pending).
+        conn.timeout = time.monotonic() + self.head_seconds
+        conn.sock.setblocking(False)
+        self.pending_conns.append(conn)
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_head_bytes, conn))
+
+    def _on_head_bytes(self, conn: Any, client: Any) -> None:
+        head = conn.head_reader.feed(conn.sock)
+        if head is None:
+            return
+        self.poller.unregister(client)
+        self.pending_conns.remove(conn)
+        conn.head_reader = None
+        if not head:  # closed before a byte
+            self.nr_conns -= 1
+            conn.close()
+            return
+        conn.init()  # the parser (plain HTTP/1.x: no handshake on this thread)
+        conn.parser.unreader.unread(head)
+        conn.data_ready = True
+        self.enqueue_req(conn)
+
+    def _drop_oldest_waiting(self) -> None:
+        """At the connection limit, the connection that has waited longest without sending a
+        request makes room, instead of accepting stopping for everyone."""
+        if self.pending_conns:
+            conn = self.pending_conns.popleft()
+            with contextlib.suppress(OSError, KeyError, ValueError):
+                self.poller.unregister(conn.sock)
+            self.nr_conns -= 1
+            conn.close()
+
+    # Event loop side: answers.
+    def finish_request(self, conn: Any, fs: Any) -> None:
+        sock = conn.sock
+        if isinstance(sock, HandOverSocket) and sock.pending:
+            # The client has not taken the whole answer: the loop writes the rest, and only then
+            # does the connection go on (a next request, keep-alive, or close).
+            self.flushing.append((time.monotonic() + WRITE_TIMEOUT_SECONDS, conn, fs))
+            self.poller.register(sock, selectors.EVENT_WRITE, partial(self._on_writable, conn, fs))
+            return
+        self._go_on(conn, fs)
+
+    def _on_writable(self, conn: Any, fs: Any, client: Any) -> None:
+        try:
+            done = conn.sock.flush_some()
+        except OSError:
+            done = None
+        if done is False:
+            return
+        self.poller.unregister(client)
+        self.flushing = deque(entry for entry in self.flushing if entry[1] is not conn)
+        if done is None:
+            self.nr_conns -= 1
+            conn.close()
+            return
+        conn.sock.setblocking(True)
+        self._go_on(conn, fs)
+
+    def _go_on(self, conn: Any, fs: Any) -> None:
+        """gunicorn's next step for the connection, except that a pipelined next request whose
+        head is not all there yet waits for the rest on the loop, not in a thread."""
+        keepalive = not fs.cancelled() and fs.exception() is None and fs.result()
+        if keepalive and self.alive and conn.parser is not None:
+            buffered = conn.parser.unreader.buf.getvalue()
+            reader = HeadReader(buffered)
+            if buffered and not reader.complete() and len(buffered) < HEAD_LIMIT_BYTES:
+                conn.parser.unreader.take_buffered()
+                self._await_head(conn, reader)
+                return
+        super().finish_request(conn, fs)
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        if not enabled and self.alive:
+            while self.nr_conns >= self.worker_connections and self.pending_conns:
+                self._drop_oldest_waiting()
+            enabled = self.nr_conns < self.worker_connections
+        super().set_accept_enabled(enabled)
+
+    def murder_pending(self) -> None:
+        super().murder_pending()  # heads past their deadline
+        now = time.monotonic()
+        while self.flushing and self.flushing[0][0] <= now:
+            _, conn, _ = self.flushing.popleft()
+            with contextlib.suppress(OSError, KeyError, ValueError):
+                self.poller.unregister(conn.sock)
+            self.nr_conns -= 1
+            conn.close()
+
+    # Thread side.
     def handle(self, conn: Any) -> Any:
         watch_headers(conn.sock, _read_timeout_seconds())
         try:

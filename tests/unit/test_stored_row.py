@@ -72,8 +72,8 @@ def test_non_finite_numbers_in_json_columns_become_null_and_are_recorded() -> No
     assert json.loads(row["chat"][0]["extra"]) == {"score": None}
     assert json.loads(row["function_calls"][0]["params"]) == {"x": None}
     repaired = {r["field"] for r in row["repairs"] if r["repair"] == "non_finite_number_nulled"}
-    assert {"metadata.deep.list[1]", "function_calls[0].params.x"} <= repaired
-    assert any(field.startswith("chat[0].extra") for field in repaired)
+    # Named as sent: chat text is parsed (and repaired) before its messages are modelled.
+    assert {"metadata.deep.list[1]", "function_calls[0].params.x", "chat[0].score"} <= repaired
 
 
 def test_a_non_finite_modelled_number_is_kept_as_null_like_any_other() -> None:

@@ -6,10 +6,14 @@ models. Layered, each layer in its own module:
 2. structure rules (`structure.py`): header collections and name/value pairs under any key;
 3. value detectors (`values.py`): known token formats from detect-secrets' plugins, JWTs,
    authorization schemes, connection strings, standalone high-entropy strings;
-4. URL rules (`urls.py`): user-info, query, fragment and path tokens of URLs anywhere in text.
+4. URL rules (`urls.py`): user-info, query, fragment and path tokens of URLs anywhere in text;
+5. context in text (`values.py`): `password: x`, `SMTP_PASS=x` (YAML, env files, JSON held as
+   text), `curl -u user:pass`, random-looking tokens inside prose.
 
-`redact` is idempotent and never mutates its input. With an allow-list
-(STORE_AGENT_CONFIG=allowlist), `agent_config` first keeps only keys known to be safe.
+`redact` is idempotent and never mutates its input. By default (STORE_AGENT_CONFIG=allowlist)
+the stored configuration is built from the parts people query (`allowlist.py`), its text through
+the layers above: detection is the second layer, not the only one. The values redaction finds in
+the configuration are removed from every other column of the row too (`known.py`).
 """
 
 from __future__ import annotations
@@ -17,53 +21,64 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from service.end_of_call.redaction.allowlist import keep_allowed
 from service.end_of_call.redaction.keys import KeyRules
+from service.end_of_call.redaction.known import KnownSecrets, removed_values
 from service.end_of_call.redaction.structure import is_header_collection, pair_fields
 from service.end_of_call.redaction.urls import redact_urls
 from service.end_of_call.redaction.values import (
     REDACTED,
     is_standalone_secret,
+    redact_in_text,
     redact_known_formats,
 )
 
 if TYPE_CHECKING:
     from service.config import Settings
 
-__all__ = ["REDACTED", "Redactor"]
+__all__ = ["REDACTED", "KnownSecrets", "Redactor"]
 
 
 class Redactor:
     def __init__(
-        self, sensitive_words: Iterable[str], *, allowlist: Iterable[str] | None = None
+        self,
+        sensitive_words: Iterable[str],
+        *,
+        allowlist: bool = False,
+        extra_paths: Iterable[str] = (),
     ) -> None:
         self.keys = KeyRules(sensitive_words)
-        self.allowlist = None if allowlist is None else frozenset(k.lower() for k in allowlist)
+        self.allowlist = allowlist
+        self.extra_paths = tuple(extra_paths)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Redactor:
-        allowlist = (
-            settings.agent_config_allowlist if settings.store_agent_config == "allowlist" else None
+        return cls(
+            settings.redact_key_patterns,
+            allowlist=settings.store_agent_config == "allowlist",
+            extra_paths=settings.agent_config_allowlist,
         )
-        return cls(settings.redact_key_patterns, allowlist=allowlist)
 
     def is_sensitive_key(self, key: str) -> bool:
         return self.keys.is_sensitive(key)
 
     def agent_config(self, config: dict[str, Any] | None) -> dict[str, Any] | None:
-        """The configuration as stored: allow-listed keys only (in allowlist mode), redacted."""
-        if config is None:
-            return None
-        if self.allowlist is not None:
-            config = self._allowed(config)
-        redacted: dict[str, Any] = self.redact(config)
-        return redacted
+        """The configuration as stored (see `agent_config_and_secrets`)."""
+        return self.agent_config_and_secrets(config)[0]
 
-    def _allowed(self, value: dict[str, Any]) -> dict[str, Any]:
-        kept: dict[str, Any] = {}
-        for key, item in value.items():
-            if str(key).lower() in (self.allowlist or ()):
-                kept[key] = self._allowed(item) if isinstance(item, dict) else item
-        return kept
+    def agent_config_and_secrets(
+        self, config: dict[str, Any] | None
+    ) -> tuple[dict[str, Any] | None, KnownSecrets]:
+        """The configuration as stored, and the secrets redaction found in it (to be removed from
+        the rest of the call). Allowlist mode keeps only the shape of allowlist.py, its text
+        through the detectors; otherwise every field is kept, redacted."""
+        if config is None:
+            return None, KnownSecrets(())
+        redacted: dict[str, Any] = self.redact(config)
+        secrets = KnownSecrets(removed_values(config, redacted))
+        if not self.allowlist:
+            return redacted, secrets
+        return keep_allowed(config, self.redact_text, self.redact, self.extra_paths), secrets
 
     def redact(self, value: Any, key: str = "") -> Any:
         """A copy of `value` with secrets replaced by "[REDACTED]"."""
@@ -137,4 +152,4 @@ class Redactor:
         if text != REDACTED and is_standalone_secret(text.strip()):
             return REDACTED
         text = redact_urls(text, self.keys.is_sensitive)
-        return redact_known_formats(text)
+        return redact_in_text(redact_known_formats(text), self.keys)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 
@@ -32,8 +33,13 @@ def singular(word: str) -> str:
 class KeyRules:
     def __init__(self, sensitive_words: Iterable[str]) -> None:
         self.words = frozenset(singular(word.lower()) for word in sensitive_words if word)
+        # Text repeats its names (`token=1;token=1;...`): each is judged once.
+        self._judged = functools.lru_cache(maxsize=4096)(self._judge)
 
     def is_sensitive(self, key: str) -> bool:
+        return self._judged(key)
+
+    def _judge(self, key: str) -> bool:
         words = [singular(word) for word in words_of(key)]
         if not words or COUNTING_WORDS.intersection(words):
             return False

@@ -18,6 +18,8 @@ import re
 from collections import Counter
 from functools import cache
 
+from service.end_of_call.redaction.keys import KeyRules
+
 REDACTED = "[REDACTED]"
 
 # Plugins whose patterns need a keyword context or match ordinary text (the key rules and the
@@ -31,6 +33,8 @@ _SKIPPED_PLUGINS = frozenset(
 _OWN_PATTERNS = [
     re.compile(r"\bsk-(?:proj-|svcacct-|admin-|ant-(?:api\d\d-)?)?[A-Za-z0-9_\-]{20,}"),
     re.compile(r"\b[rsp]k_(?:live|test)_[0-9A-Za-z]{10,}"),
+    # ElevenLabs (`sk_` and 48 hex), Cartesia (`sk_car_`) and others of that form.
+    re.compile(r"\bsk_(?:car_)?[0-9A-Za-z]{32,}"),
     re.compile(r"\b(?:whsec|xai|gsk|hf|npm|pypi|glpat|ghp|github_pat)_[A-Za-z0-9_\-]{16,}"),
     re.compile(r"\bAIza[0-9A-Za-z\-_]{30,}"),
     re.compile(r"//[^\s/]{1,253}/[^\s]{0,200}:_authToken=\s*(\S+)"),
@@ -51,6 +55,21 @@ _CONNECTION_SECRET = re.compile(
     re.IGNORECASE,
 )
 _STANDALONE_TOKEN = re.compile(r"^[A-Za-z0-9+/=_\-.~]{32,}$")
+# A random-looking token inside text (a vendor key pasted into a prompt): '/' and '.' end a token
+# so that paths and host names are not read as one.
+_TOKEN_IN_TEXT = re.compile(r"[A-Za-z0-9_\-+=~]{24,}")
+# `password: x`, `SMTP_PASS=x`, `"api_key": "x"`, `secret_value: x` in text (YAML, env files,
+# JSON held as text, prose): the value of a secret-sounding name. Bounded repetitions keep the
+# scan linear on text an attacker shapes.
+_ASSIGNMENT = re.compile(
+    r"(?<![A-Za-z0-9_\-])([A-Za-z][A-Za-z0-9_\-]{0,63})[\"']?[ \t]{0,8}[:=][ \t]{0,8}[\"']?"
+    r"([^\s\"',;&}\[\]]+)"
+)
+# Credentials on a command line: `curl -u user:pass`, `--user user:pass`, `mysql -pPASS`.
+_COMMAND_LINE = re.compile(
+    r"(?:(?<=\s)|^)(?:-u|--user)[ =]{1,8}['\"]?[^:\s'\"]{1,64}:([^\s'\"]+)"
+    r"|(?:(?<=\s)|^)-p([^\s'\"]{4,})"
+)
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
 # Scanning is linear in the text; a 1 MB prompt takes a fraction of a second (README).
 MAX_SCANNED_CHARS = 2_000_000
@@ -123,3 +142,31 @@ def looks_random(text: str) -> bool:
 
 def is_standalone_secret(text: str) -> bool:
     return bool(_STANDALONE_TOKEN.match(text)) and looks_random(text)
+
+
+def redact_in_text(text: str, keys: KeyRules) -> str:
+    """Secrets that only their context in the text gives away: values of secret-sounding names,
+    command-line credentials, and random-looking tokens (vendor keys in prose)."""
+    if len(text) > MAX_SCANNED_CHARS:
+        return REDACTED
+    text = _ASSIGNMENT.sub(lambda m: _assignment(m, keys), text)
+    text = _COMMAND_LINE.sub(_command_line, text)
+    return _TOKEN_IN_TEXT.sub(lambda m: REDACTED if looks_random(m.group(0)) else m.group(0), text)
+
+
+def _assignment(match: re.Match[str], keys: KeyRules) -> str:
+    name, secret = match.group(1), match.group(2)
+    if secret == REDACTED or not keys.is_sensitive(name):
+        return match.group(0)
+    if secret.isdigit() and not keys.numbers_are_secret(name):
+        return match.group(0)  # `max_tokens: 300`, `tokens=4`: a count, as under the key rules
+    start, end = match.start(2) - match.start(0), match.end(2) - match.start(0)
+    return match.group(0)[:start] + REDACTED + match.group(0)[end:]
+
+
+def _command_line(match: re.Match[str]) -> str:
+    group = 1 if match.group(1) is not None else 2
+    if match.group(group) == REDACTED:
+        return match.group(0)
+    start, end = match.start(group) - match.start(0), match.end(group) - match.start(0)
+    return match.group(0)[:start] + REDACTED + match.group(0)[end:]

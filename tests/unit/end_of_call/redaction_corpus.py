@@ -246,3 +246,212 @@ HARMLESS: list[dict[str, Any]] = [
         "primary_color": "#0044ff",
     },
 ]
+
+# Shapes the detectors above miss (round two of adversarial testing): each sits where a real agent
+# configuration would hold it. With the allowlist (the default) none may reach any column: most are
+# dropped with the structure around them, those in kept text (the prompt, a tool's description)
+# are found by the detectors, the second layer.
+MISSED_BY_DETECTORS: list[tuple[str, dict[str, Any], str]] = [
+    (
+        "unknown key word in a tool",
+        {"tools": [{"name": "crm_lookup", "hubspot_pat": "na1.Zk7c1e0f52Lq"}]},
+        "na1.Zk7c1e0f52Lq",
+    ),
+    (
+        "license under voice",
+        {"voice": {"provider": "custom", "license": "LIC-4471-ACME-9921-QX"}},
+        "LIC-4471-ACME-9921-QX",
+    ),
+    (
+        "access under an integration",
+        {"integrations": {"calendly": {"access": "cly_8Hq2vN4mT7pR1xZ"}}},
+        "cly_8Hq2vN4mT7pR1xZ",
+    ),
+    (
+        "Millis tool header, other case",
+        {"tools": [{"name": "book", "Header_Map": {"X-Acme-Session": "sess_2Pq9xV7mK4tL8wR"}}]},
+        "sess_2Pq9xV7mK4tL8wR",
+    ),
+    (
+        "header list under another name",
+        {
+            "tools": [
+                {
+                    "name": "book",
+                    "customHeaderList": [{"name": "X-Org-Session", "value": "orgsess-5Yh3kD9pQ2"}],
+                }
+            ]
+        },
+        "orgsess-5Yh3kD9pQ2",
+    ),
+    (
+        "header map under another name",
+        {"tools": [{"name": "quote", "http": {"X-Tenant-Ref": "tcr-88Zk3Lp0Wq"}}]},
+        "tcr-88Zk3Lp0Wq",
+    ),
+    (
+        "headers held as JSON text",
+        {"tools": [{"name": "ship", "headers_json": '{"X-Shipper-Id": "shp-41QwErTy77"}'}]},
+        "shp-41QwErTy77",
+    ),
+    (
+        "cookie jar text",
+        {"browser": {"jar": "sessionid=Hq7Zk2Lm9Np4; csrftoken=Xc5Vb8Nm1Qw3"}},
+        "Hq7Zk2Lm9Np4",
+    ),
+    (
+        "cookie pairs",
+        {
+            "session_store": [
+                {"domain": "crm.acme.io", "name": "JSESSIONID", "value": "A1B2C3D4E5F6A7B8"}
+            ]
+        },
+        "A1B2C3D4E5F6A7B8",
+    ),
+    ("env list", {"env": ["CRM_USER=acme", "CRM_PASS=Gr33nF1eld!"]}, "Gr33nF1eld!"),
+    ("env map", {"runtime": {"MAILGUN_SIGNING": "mg-sign-31f9a0c2"}}, "mg-sign-31f9a0c2"),
+    (
+        "YAML held as text",
+        {"integration_yaml": "crm:\n  user: acme\n  secret_value: Hunter22Crm\n"},
+        "Hunter22Crm",
+    ),
+    (
+        "JSON held as text",
+        {"mcp_config": '{"servers": {"crm": {"env": {"CRM_API_KEY": "crmk-77Jd0Pq"}}}}'},
+        "crmk-77Jd0Pq",
+    ),
+    (
+        "user:pass in a curl command",
+        {
+            "tools": [
+                {"name": "health", "command": "curl -u ops:Tr0ub4dor3 https://crm.acme.io/health"}
+            ]
+        },
+        "Tr0ub4dor3",
+    ),
+    (
+        "password flag in a command",
+        {"jobs": {"sync": "mysql -u app -pS3cretPassX crm"}},
+        "S3cretPassX",
+    ),
+    (
+        "zapier capability url",
+        {
+            "tools": [
+                {
+                    "name": "notify",
+                    "webhook": "https://hooks.zapier.com/hooks/catch/1234567/bq3x9z1/",
+                }
+            ]
+        },
+        "bq3x9z1",
+    ),
+    (
+        "n8n webhook path",
+        {
+            "tools": [
+                {
+                    "name": "n8n",
+                    "webhook": "https://acme.app.n8n.cloud/webhook/3f2a9c1e-7b4d-4e8f-9a6b-1c2d3e4f5a6b",
+                }
+            ]
+        },
+        "3f2a9c1e-7b4d-4e8f-9a6b-1c2d3e4f5a6b",
+    ),
+    (
+        "capability host",
+        {"session_data_webhook": "https://eo1a2b3c4d5e6f7.m.pipedream.net/"},
+        "eo1a2b3c4d5e6f7",
+    ),
+    (
+        "short query token",
+        {"extra_prompt_webhook": {"url": "https://eoc.acme.io/prefetch?t=q8Zk2Lm9", "headers": {}}},
+        "q8Zk2Lm9",
+    ),
+    ("bare query string", {"callback_params": "tenant=acme&auth_code=77f2e1d9"}, "77f2e1d9"),
+    (
+        "query fragment in text",
+        {"storage": {"blob_query": "?sv=2022-11-02&sr=b&sig=Qm7xY2k%3D"}},
+        "Qm7xY2k%3D",
+    ),
+    (
+        "elevenlabs key in the prompt",
+        {
+            "prompt": "If the TTS fails, retry with key sk_3f7a9c1e5b2d8f4a6c0e9b7d5f3a1c8e2b4d6f8a0c1e3b5d."
+        },
+        "sk_3f7a9c1e5b2d8f4a6c0e9b7d5f3a1c8e2b4d6f8a0c1e3b5d",
+    ),
+    (
+        "deepgram key in a tool description",
+        {
+            "tools": [
+                {
+                    "name": "stt",
+                    "description": "Transcribes with Deepgram (4f8c2a9e1b7d3f5a6c0e8b2d4f6a1c3e5b7d9f0a).",
+                }
+            ]
+        },
+        "4f8c2a9e1b7d3f5a6c0e8b2d4f6a1c3e5b7d9f0a",
+    ),
+    (
+        "password in the prompt",
+        {
+            "prompt": "Staff portal login is frontdesk / password: Sunflower2024! (do not read it out)."
+        },
+        "Sunflower2024!",
+    ),
+    (
+        "env assignment in a message",
+        {
+            "flow": {
+                "voicemail": {
+                    "action": "message",
+                    "message": "Leave a message. SMTP_PASS=Mailb0x!23",
+                }
+            }
+        },
+        "Mailb0x!23",
+    ),
+    (
+        "app function credentials",
+        {"app_functions": [{"name": "gcal", "oauth_blob": "1//0gLk2Xq9Vb7Nm3Pz"}]},
+        "1//0gLk2Xq9Vb7Nm3Pz",
+    ),
+    (
+        "parameter default",
+        {
+            "tools": [
+                {
+                    "name": "crm",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {"account": {"type": "string", "default": "acct-live-93Kd7"}},
+                    },
+                }
+            ]
+        },
+        "acct-live-93Kd7",
+    ),
+]
+
+
+def merged(fragments: list[dict[str, Any]]) -> dict[str, Any]:
+    """One agent configuration holding every fragment where it sits: objects merged, lists (tools)
+    joined, texts (the prompt) one after the other."""
+    config: dict[str, Any] = {}
+    for fragment in fragments:
+        _merge_into(config, fragment)
+    return config
+
+
+def _merge_into(target: dict[str, Any], source: dict[str, Any]) -> None:
+    for key, value in source.items():
+        present = target.get(key)
+        if isinstance(present, dict) and isinstance(value, dict):
+            _merge_into(present, value)
+        elif isinstance(present, list) and isinstance(value, list):
+            present.extend(value)
+        elif isinstance(present, str) and isinstance(value, str):
+            target[key] = f"{present}\n{value}"
+        else:
+            target[key] = value

@@ -64,7 +64,7 @@ def test_redaction_is_idempotent(shape: str, config: dict[str, Any], secret: str
 
 
 def test_allowlist_mode_keeps_only_known_safe_fields_and_still_redacts() -> None:
-    allow = Redactor(["token", "key"], allowlist=["prompt", "llm", "model", "voice_id"])
+    allow = Redactor(["token", "key"], allowlist=True)
     config = {
         "prompt": "Use sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z when asked.",
         "llm": {"model": "gpt-4o", "api_key": "k", "base_url": "https://x.io"},
@@ -122,7 +122,24 @@ def test_redaction_does_not_mutate_its_input() -> None:
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(
     "unit",
-    ["eyJ", "eyJa.", "sk-", "xoxb-1-", "https://@", "https://x?a=1&", "token=1;", "/", "Bearer "],
+    [
+        "eyJ",
+        "eyJa.",
+        "sk-",
+        "xoxb-1-",
+        "https://@",
+        "https://x?a=1&",
+        "token=1;",
+        "/",
+        "Bearer ",
+        "a",
+        "pass:",
+        "pass: '",
+        " -u a:",
+        " -pxxxx",
+        "Zq8vT3mL9xW2",
+        '"\\',
+    ],
 )
 def test_hostile_repetitions_redact_in_linear_time(unit: str) -> None:
     """A guard, not a benchmark: a pattern's own prefix repeated took 15 s on 300 KB (jwt) and
