@@ -6,9 +6,11 @@
 
 --phone removes every BigQuery row whose `from_number` or `to_number` is the number (as sent, or
 its E.164 form), the caller's profile (`profiles/<E.164>`) and the lookup-key profiles that name
-the number in a `phone` field, and every dead letter of a call from or to it. --session-id
-removes that session's rows and dead letters. Works on the stack of ./scripts/dev, or on Google
-Cloud when GOOGLE_CLOUD_PROJECT is set (with the service's settings: BIGQUERY_DATASET, ...).
+the number in a `phone` field, the caller memory kept under any of them (every agent's, with its
+session markers), and every dead letter of a call from or to it. --session-id removes that
+session's rows and dead letters, and takes it out of every caller memory that counted it. Works
+on the stack of ./scripts/dev, or on Google Cloud when GOOGLE_CLOUD_PROJECT is set (with the
+service's settings: BIGQUERY_DATASET, ...).
 
 Safety: a value that is not a phone number is refused. A number that is an agent's own (in
 `phone_numbers` of an `agents/` document: the business line, the `to` of every call) or that
@@ -43,6 +45,7 @@ from google.cloud import bigquery
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from service.config import Settings, get_settings
+from service.memory.erase import erase_caller_memory, erase_session_memory
 from service.prefetch.answer import normalise_phone
 from service.stores.bigquery import make_client as bigquery_client
 from service.stores.dead_letters import DeadLetterStore
@@ -215,7 +218,15 @@ def erase(
         receipt.sessions = _sessions(settings, bq, numbers)
     _erase_rows(settings, bq, numbers, session_id, dry_run, receipt, now)
     if numbers:
-        _erase_profiles(settings, firestore, numbers, dry_run, receipt)
+        callers = _erase_profiles(settings, firestore, numbers, dry_run, receipt)
+        memories, markers = erase_caller_memory(
+            firestore, settings.profiles_collection, callers, dry_run=dry_run
+        )
+        receipt.counts["firestore caller memories"] = memories
+        receipt.counts["firestore memory session markers"] = markers
+    if session_id is not None:
+        markers = erase_session_memory(firestore, session_id, dry_run=dry_run)
+        receipt.counts["firestore memory session markers"] = markers
     _erase_dead_letters(settings, firestore, numbers, session_id, dry_run, receipt)
     if not dry_run:
         receipt.recoverable = recoverability(now, time_travel_hours(settings, bq), pitr)
@@ -301,7 +312,9 @@ def _streaming_buffer(exc: Exception) -> bool:
 
 def _erase_profiles(
     settings: Settings, firestore: Any, numbers: list[str], dry_run: bool, receipt: Receipt
-) -> None:
+) -> list[str]:
+    """Deletes the profiles; returns every caller id whose memory goes too (the numbers and the
+    lookup-key profiles naming them, found or not)."""
     profiles = firestore.collection(settings.profiles_collection)
     references = {}
     for number in numbers:
@@ -315,6 +328,7 @@ def _erase_profiles(
         for reference in references.values():
             reference.delete()
     receipt.counts["firestore profiles"] = len(references)
+    return list(dict.fromkeys([*numbers, *(ref.id for ref in references.values())]))
 
 
 def _erase_dead_letters(

@@ -58,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "lib"))
 import toolkit  # first: the project's Python and modules
 
 from service.config import get_settings
+from service.memory.settings import memory_problems
 from service.prefetch.answer import (
     LOOKUP_KEY,
     LOOKUP_PREFIX,
@@ -420,8 +421,10 @@ def show_answer(
             found = reserved_field_problems(snapshot.to_dict() or {})
             if found:
                 problems[document_id] = found
-    if reserved_field_problems(agent.to_dict() or {}, "agent"):
-        problems[f"agents/{agent_id}"] = reserved_field_problems(agent.to_dict() or {}, "agent")
+    agent_problems = reserved_field_problems(agent.to_dict() or {}, "agent")
+    agent_problems += memory_problems(agent.to_dict() or {})  # memory off until fixed
+    if agent_problems:
+        problems[f"agents/{agent_id}"] = agent_problems
     if problems:
         shown["problems"] = problems
     return shown

@@ -146,6 +146,12 @@ class Settings:
     bigquery_breaker_failures: int = setting(3, ge=1, le=1000)
     bigquery_breaker_probe_seconds: float = setting(5.0, gt=0, le=600)
     bigquery_breaker_slow_seconds: float = setting(2.0, gt=0, le=50)
+    # Caller memory (service/memory): the most an end-of-call waits for its memory update, after
+    # the row is stored and within the two budgets above (a slower update finishes unwaited for
+    # or is caught up by the replay job); and how long memory is kept after a caller's last call
+    # (the Firestore TTL policy deletes it: Terraform memory_retention_days).
+    memory_timeout_seconds: float = setting(0.5, gt=0, le=10)
+    memory_retention_days: int = setting(365, ge=1, le=3650)
     # allowlist: only the parts of the configuration people query (prompt, voice, model, tool
     # definitions), by path (service/end_of_call/redaction/allowlist.py), kept text through the
     # detectors; redacted: every field, secrets removed by detection alone; none: not stored.

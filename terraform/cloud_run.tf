@@ -48,6 +48,7 @@ resource "google_cloud_run_v2_service" "webhooks" {
           DEFAULT_PHONE_REGION      = var.default_phone_region
           STORE_AGENT_CONFIG        = var.store_agent_config
           BIGQUERY_WRITE_API        = var.bigquery_write_api
+          MEMORY_RETENTION_DAYS     = tostring(var.memory_retention_days)
           # gunicorn threads: one per concurrent request plus spares, so that a liveness probe
           # always finds a free thread on a busy instance (service/web/server.py).
           THREADS = tostring(var.concurrency + 4)

@@ -9,6 +9,8 @@ locals {
     # Firestore: read and delete dead letters (no per-collection IAM).
     "roles/datastore.user",
     "roles/logging.logWriter",
+    # The caller-memory catch-up queries call_events (service/memory/catch_up.py).
+    "roles/bigquery.jobUser",
   ]
 }
 
@@ -71,6 +73,7 @@ resource "google_cloud_run_v2_job" "replay" {
             LOG_LEVEL                  = var.log_level
             REPLAY_ALERT_AFTER_MINUTES = tostring(var.replay_alert_after_minutes)
             BIGQUERY_WRITE_API         = var.bigquery_write_api
+            MEMORY_RETENTION_DAYS      = tostring(var.memory_retention_days)
           }
           content {
             name  = env.key

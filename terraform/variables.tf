@@ -302,6 +302,17 @@ variable "replay_alert_after_minutes" {
   }
 }
 
+variable "memory_retention_days" {
+  description = "Caller memory and its session markers are deleted this many days after the caller's last call (Firestore TTL, terraform/memory.tf)."
+  type        = number
+  default     = 365
+
+  validation {
+    condition     = var.memory_retention_days >= 1 && var.memory_retention_days <= 3650
+    error_message = "memory_retention_days must be from 1 to 3650."
+  }
+}
+
 variable "alert_email" {
   description = "Email address that receives the alerts (README, Operations). Null: the policies exist but notify nobody."
   type        = string

@@ -10,7 +10,8 @@ import functools
 import json
 import logging
 import threading
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import flask
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
     from service.end_of_call.redaction import Redactor
+    from service.memory.recorder import MemoryRecorder, ReadAgent
+    from service.memory.settings import CallerId
     from service.stores.dead_letters import DeadLetterStore
     from service.stores.errors import Sink
 
@@ -34,8 +37,10 @@ JSON_CONTENT_TYPES = ("application/json", "application/cloudevents+json")
 
 
 class EndOfCallWebhook:
-    """`firestore_client` (google-cloud-firestore) holds the dead letters; `bigquery_client` is the
-    client of the configured write API. Both are created on first use unless injected (tests)."""
+    """`firestore_client` (google-cloud-firestore) holds the dead letters and caller memory;
+    `bigquery_client` is the client of the configured write API. Both are created on first use
+    unless injected (tests). `read_agent` and `caller_id` come from the prefetch side (the Router):
+    the agent's settings and whose call it is, decided as the prefetch decides them."""
 
     def __init__(
         self,
@@ -43,15 +48,22 @@ class EndOfCallWebhook:
         auth: Authenticator,
         firestore_client: Any = None,
         bigquery_client: Any = None,
+        *,
+        read_agent: ReadAgent | None = None,
+        caller_id: CallerId | None = None,
     ) -> None:
         self.settings = settings
         self.auth = auth
         self.firestore_client = firestore_client
         self.bigquery_client = bigquery_client
+        self.read_agent = read_agent
+        self.caller_id = caller_id
         self._stores: tuple[Sink, DeadLetterStore, Redactor] | None = None
+        self._memory: MemoryRecorder | None = None
         self._stores_lock = threading.Lock()
 
     def __call__(self, request: flask.Request, span: Span) -> flask.Response:
+        started = time.monotonic()
         from service.end_of_call.delivery import StoresUnavailable, insert_or_dead_letter
         from service.end_of_call.normalise import InvalidPayload, normalise_call, parse_payload
         from service.stored_row import PayloadTooLarge
@@ -108,12 +120,15 @@ class EndOfCallWebhook:
                 503, "storage_unavailable", "the call could not be stored; retry later"
             ) from None
         span.set_attribute("outcome", outcome.status)
+        memory = self._remember(row, started)
+        span.set_attribute("memory", memory)
         log.info(
             "end-of-call stored",
             extra={
                 "session_id": outcome.session_id,
                 "status": outcome.status,
                 "reason": outcome.reason,
+                "memory": memory,
             },
         )
         return json_response(200, {"status": outcome.status, "session_id": outcome.session_id})
@@ -149,6 +164,32 @@ class EndOfCallWebhook:
                     Redactor.from_settings(settings),
                 )
             return self._stores
+
+    def _remember(self, row: dict[str, Any], started: float) -> str:
+        """The caller's memory, once the row is stored: within what is left of the end-of-call
+        budgets and never longer than MEMORY_TIMEOUT_SECONDS (service/memory/recorder.py)."""
+        if self.read_agent is None or self.caller_id is None:
+            return "off"
+        settings = self.settings
+        budget = settings.bigquery_insert_timeout_seconds + settings.dead_letter_timeout_seconds
+        wait = min(settings.memory_timeout_seconds, budget - (time.monotonic() - started))
+        with child_span("firestore.memory"):
+            return self._memory_once().record(row, wait)
+
+    def _memory_once(self) -> MemoryRecorder:
+        with self._stores_lock:
+            if self._memory is None:
+                from service.memory.recorder import MemoryRecorder
+
+                assert self.read_agent is not None and self.caller_id is not None
+                self._memory = MemoryRecorder(
+                    lambda: self.firestore_client,  # created with the stores, before any row
+                    self.read_agent,
+                    self.caller_id,
+                    profiles_collection=self.settings.profiles_collection,
+                    retention=timedelta(days=self.settings.memory_retention_days),
+                )
+            return self._memory
 
 
 def _read_body(request: flask.Request, limit: int) -> bytes:

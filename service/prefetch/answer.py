@@ -13,8 +13,12 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 
+from service.memory.paths import memory_document_id
+from service.memory.serve import served_memory
+from service.memory.settings import memory_settings, profile_allows
 from service.prefetch.identity import (
     CALLER_NUMBER_MODES,
     CALLER_NUMBERS_SETTING,
@@ -40,6 +44,7 @@ AGENT_SETTINGS = frozenset(
         "phone_numbers",
         "allow_metadata_override",
         "disabled",
+        "memory",  # caller memory settings (service/memory/settings.py)
         CALLER_NUMBERS_SETTING,
     }
 )
@@ -266,6 +271,10 @@ class PrefetchService:
             planned = []
         keys: list[DocumentKey] = [agent_key] if agent_id_ok else []
         keys.extend(("profile", document_id) for document_id in planned)
+        # The caller's memory joins the same read once the agent's memory settings are known.
+        memory_key = self._memory_key(cached_agent, request) if planned else None
+        if memory_key:
+            keys.append(memory_key)
 
         result = self.store.read(keys, max(0.0, read_deadline - time.monotonic()))
         agent = result.documents.get(agent_key) or {}
@@ -280,6 +289,9 @@ class PrefetchService:
             for document_id in candidates
             if ("profile", document_id) not in keys
         ]
+        memory_key = self._memory_key(agent, request) if agent_id_ok else None
+        if memory_key and memory_key not in keys:  # the agent's first call on this instance
+            unread.append(memory_key)
         remaining = read_deadline - time.monotonic()
         if unread and remaining > 0.005:
             extra = self.store.read(unread, remaining)
@@ -293,7 +305,12 @@ class PrefetchService:
                 profile, profile_id = document, document_id
                 break
 
-        body = self._shape(agent, profile or {}, request, deadline)
+        memory = None
+        if memory_key:
+            caller = memory_key[1].split("/", 1)[0]
+            if profile_allows(result.documents.get(("profile", caller)), request.agent_id):
+                memory = served_memory(result.documents.get(memory_key), datetime.now(UTC))
+        body = self._shape(agent, profile or {}, request, deadline, memory)
         if result.failure:
             log.warning(
                 "profile store unavailable; answered from cache or agent defaults",
@@ -302,6 +319,42 @@ class PrefetchService:
         return PrefetchAnswer(
             body, profile is not None, result.from_cache, result.failure, profile_id
         )
+
+    def caller_id(
+        self,
+        agent: Mapping[str, Any] | None,
+        agent_id: str,
+        from_number: str | None,
+        to_number: str | None,
+        metadata: Mapping[str, Any],
+    ) -> str | None:
+        """Whose call it is, as a profile document id: the first candidate the prefetch would
+        look up (the agent's lookup key value, signed when required, else the first number that
+        identifies callers for this agent under its `caller_numbers`, not one of its own); None
+        for a caller nothing identifies, or a disabled agent. The caller memory of both webhooks is
+        keyed by this (service/memory)."""
+        if not self._serves(agent or {}):
+            return None
+        request = PrefetchRequest(
+            agent_id,
+            "",
+            from_number,
+            to_number,
+            {key: value for key, value in metadata.items() if isinstance(value, str)},
+        )
+        candidates = self._candidates(agent, request)
+        return candidates[0] if candidates else None
+
+    def _memory_key(
+        self, agent: Mapping[str, Any] | None, request: PrefetchRequest
+    ) -> DocumentKey | None:
+        settings = memory_settings(request.agent_id, agent)
+        if settings is None:
+            return None
+        caller = self.caller_id(
+            agent, request.agent_id, request.from_number, request.to_number, request.metadata
+        )
+        return ("memory", memory_document_id(caller, settings.scope)) if caller else None
 
     @staticmethod
     def _serves(agent: Mapping[str, Any]) -> bool:
@@ -363,9 +416,12 @@ class PrefetchService:
         profile: Mapping[str, Any],
         request: PrefetchRequest,
         deadline: float,
+        memory: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         fields = {key: value for key, value in agent.items() if key not in AGENT_SETTINGS}
         fields.update((key, value) for key, value in profile.items() if key not in PROFILE_SETTINGS)
+        if memory is not None:  # what this agent remembers of the caller wins over a field
+            fields["memory"] = memory
 
         call_values = {"agent_id": request.agent_id, "session_id": request.session_id}
         if agent.get("allow_metadata_override") is True:

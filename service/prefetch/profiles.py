@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["profile", "agent"]
+Kind = Literal["profile", "agent", "memory"]
 DocumentKey = tuple[Kind, str]
 Document = dict[str, Any] | None  # None: the document does not exist
 
@@ -109,6 +109,8 @@ class DocumentCache:
         self._lock = threading.Lock()
 
     def fresh_for(self, key: DocumentKey) -> float:
+        if key[0] == "memory":
+            return 0.0  # changes with every call: a caller who rings back at once is remembered
         return self.agent_fresh_seconds if key[0] == "agent" else self.fresh_seconds
 
     def get(self, key: DocumentKey, max_age: float) -> tuple[bool, Document]:
@@ -150,6 +152,8 @@ class ProfileStore:
         self.collections: dict[Kind, str] = {
             "profile": profiles_collection,
             "agent": agents_collection,
+            # Caller memory lives below the profiles: ids are `<caller>/memory/<scope>`.
+            "memory": profiles_collection,
         }
         self.cache = cache
         self.reads: ReadCoalescer[DocumentKey, Document] = ReadCoalescer(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -22,6 +23,8 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from service.stored_row import conform_stored_row, insert_id
 from service.stores.errors import InsertFailed
+
+log = logging.getLogger(__name__)
 
 # Below Firestore's 1,048,487-byte limit for a bytes field, leaving room for the other fields.
 CHUNK_BYTES = 900_000
@@ -256,6 +259,7 @@ def replay(
     page_size: int = 200,
     max_seconds: float | None = None,
     progress: Callable[[ReplayReport], None] | None = None,
+    after_insert: Callable[[dict[str, Any]], Any] | None = None,
 ) -> ReplayReport:
     """Re-insert dead letters into BigQuery; delete each only once BigQuery has accepted it.
 
@@ -267,6 +271,8 @@ def replay(
     Idempotent: a dead letter inserted but not yet deleted (a crash in between) is inserted again
     with the same insert id (the row's content hash), and the `calls` view keeps one row per
     session. Letters written by older versions are first brought to today's rules.
+    `after_insert` (the caller memory update) runs for each row BigQuery took, before its letter
+    is deleted; its failure never keeps a letter.
     """
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
     report = ReplayReport()
@@ -284,7 +290,7 @@ def replay(
         taken = store.claim_many([letter.id for letter in letters], owner, lease_seconds)
         report.skipped += [letter.id for letter in letters if letter.id not in taken]
         claimed = [letter for letter in letters if letter.id in taken]
-        failed = bool(claimed) and _replay_page(claimed, store, sink, report)
+        failed = bool(claimed) and _replay_page(claimed, store, sink, report, after_insert)
         if progress is not None:
             progress(report)
         if failed:
@@ -296,13 +302,17 @@ def replay(
 
 
 def _replay_page(
-    letters: list[DeadLetter], store: DeadLetterStore, sink: Any, report: ReplayReport
+    letters: list[DeadLetter],
+    store: DeadLetterStore,
+    sink: Any,
+    report: ReplayReport,
+    after_insert: Callable[[dict[str, Any]], Any] | None = None,
 ) -> bool:
     """Insert one page's letters; True when BigQuery failed (not a refused row: an outage)."""
     now = datetime.now(UTC)
     rows = [conform_stored_row({**letter.row, "source": "replay"}, now) for letter in letters]
     pending = list(range(len(letters)))  # indexes still to send
-    stored: list[DeadLetter] = []
+    stored: list[int] = []
     outage = False
     # Two rounds at most: insertAll refuses a whole request that holds an invalid row, listing
     # the other rows as "stopped" (not stored); they are sent again without it. (The Storage
@@ -317,12 +327,18 @@ def _replay_page(
             outage = True
             break
         refused = {pending[error.index]: error.message for error in errors}
-        stored += [letters[i] for i in pending if i not in refused]
+        stored += [i for i in pending if i not in refused]
         pending = [i for i, message in refused.items() if message.startswith("stopped")]
         report.still_failing.update(
             {letters[i].id: message for i, message in refused.items() if i not in pending}
         )
     report.still_failing.update({letters[i].id: "stopped twice" for i in pending})
-    store.delete_many(stored)
-    report.replayed += [letter.id for letter in stored]
+    if after_insert is not None:
+        for i in stored:
+            try:
+                after_insert(rows[i])
+            except Exception as exc:  # the row is stored: memory is caught up from BigQuery
+                log.warning("memory of a replayed call", extra={"error_type": type(exc).__name__})
+    store.delete_many([letters[i] for i in stored])
+    report.replayed += [letters[i].id for i in stored]
     return outage

@@ -14,6 +14,7 @@ import flask
 
 from service.config import Settings
 from service.end_of_call.webhook import EndOfCallWebhook
+from service.prefetch.answer import safe_document_id
 from service.prefetch.profiles import ProfileStore
 from service.prefetch.webhook import PrefetchWebhook, make_profile_store
 from service.telemetry import request_span
@@ -45,8 +46,15 @@ class Router:
         self.auth = Authenticator(settings)
         self.store = profile_store or make_profile_store(settings)
         self.prefetch = PrefetchWebhook(settings, self.auth, self.store)
+        # Caller memory (service/memory): the end of call reads the agent and decides whose call
+        # it is exactly as the prefetch does, through the prefetch's store and rules.
         self.end_of_call = EndOfCallWebhook(
-            settings, self.auth, firestore_client, bigquery_client=bigquery_client
+            settings,
+            self.auth,
+            firestore_client,
+            bigquery_client=bigquery_client,
+            read_agent=self.read_agent,
+            caller_id=self.prefetch.prefetch.caller_id,
         )
         self.routes: dict[str, dict[str, Route]] = {
             "/prefetch": {"GET": self.prefetch},
@@ -60,6 +68,12 @@ class Router:
                 "no WEBHOOK_TOKENS configured on Cloud Run: webhooks answer 503 until one is set "
                 "(or ALLOW_UNAUTHENTICATED=true)"
             )
+
+    def read_agent(self, agent_id: str, timeout: float) -> dict[str, Any] | None:
+        """An agent document as the prefetch reads it (cached; one REST read otherwise)."""
+        if safe_document_id(agent_id) is None:
+            return None
+        return self.store.read([("agent", agent_id)], timeout).documents.get(("agent", agent_id))
 
     def __call__(self, request: flask.Request) -> flask.Response:
         started = time.perf_counter()

@@ -431,6 +431,25 @@ def test_call_retention_is_a_variable_that_keeps_by_default() -> None:
     assert variables["call_events_retention_days"]["default"] in (None, "${null}")
 
 
+def test_caller_memory_expires_by_a_ttl_policy_with_the_services_retention() -> None:
+    fields = resources("google_firestore_field")
+    expiry = fields["memory_expiry"]
+    assert unquote(expiry["for_each"]) == '${toset(["memory", "memory_sessions"])}'
+    from service.memory.paths import MARKER_COLLECTION, MEMORY_COLLECTION
+
+    assert {MEMORY_COLLECTION, MARKER_COLLECTION} == {"memory", "memory_sessions"}
+    assert unquote(expiry["field"]) == "expires_at" and len(expiry["ttl_config"]) == 1
+    [no_index] = expiry["index_config"]  # an empty block: the TTL field is not indexed
+    assert not [key for key in no_index if not key.startswith("__")]
+    index = fields["memory_session_id"]["index_config"][0]["indexes"][0]
+    assert unquote(index["query_scope"]) == "COLLECTION_GROUP"  # erase.py --session-id
+    variables = {unquote(k): v for block in terraform_blocks("variable") for k, v in block.items()}
+    assert variables["memory_retention_days"]["default"] == 365
+    for path in ("cloud_run.tf", "replay.tf"):  # the service and the job date memory alike
+        text = (TERRAFORM / path).read_text()
+        assert "MEMORY_RETENTION_DAYS" in text and "tostring(var.memory_retention_days)" in text
+
+
 def test_replay_job_runs_the_replay_module_on_a_schedule_with_least_privilege() -> None:
     job = resources("google_cloud_run_v2_job")["replay"]
     container = job["template"][0]["template"][0]["containers"][0]
@@ -455,6 +474,7 @@ def test_replay_job_runs_the_replay_module_on_a_schedule_with_least_privilege() 
         b["replay_project_roles"] for b in terraform_blocks("locals") if "replay_project_roles" in b
     ]
     assert sorted(unquote(role) for role in roles) == [
+        "roles/bigquery.jobUser",  # the caller-memory catch-up's query
         "roles/datastore.user",
         "roles/logging.logWriter",
     ]

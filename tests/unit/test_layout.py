@@ -163,3 +163,12 @@ def test_routing_holds_no_webhook_of_its_own() -> None:
     routes = imports_of("service.web.routes")
     assert {"service.prefetch.webhook", "service.end_of_call.webhook"} <= routes
     assert forbidden(routes, ("service.stores", "service.end_of_call.normalise")) == set()
+
+
+def test_memory_is_handed_whose_call_it_is_and_never_loads_a_webhook() -> None:
+    imported = everything_imported("service.memory")
+    assert "google.cloud.firestore" in imported  # the transaction
+    assert forbidden(imported, ("service.prefetch", "service.end_of_call", "service.web")) == set()
+    # The prefetch reads only the pure part: settings, paths and what it serves.
+    reached = {m for m in everything_imported("service.prefetch") if m.startswith("service.memory")}
+    assert reached == {"service.memory.settings", "service.memory.paths", "service.memory.serve"}

@@ -53,6 +53,8 @@ def test_erase_by_phone_everywhere_then_nothing_left(
     expected = {
         "bigquery call_events rows": 2,
         "firestore profiles": 2,
+        "firestore caller memories": 0,  # memory is off for the agent (tests/test_memory.py)
+        "firestore memory session markers": 0,
         "firestore dead letters": 1,
     }
     assert dry.counts == expected
@@ -73,7 +75,11 @@ def test_erase_by_phone_everywhere_then_nothing_left(
 
 def test_erase_one_session(stores: Settings, clean_firestore: Any, bigquery_client: Any) -> None:
     receipt = erase(stores, clean_firestore, bigquery_client, session_id="mine-2")
-    assert receipt.counts == {"bigquery call_events rows": 0, "firestore dead letters": 1}
+    assert receipt.counts == {
+        "bigquery call_events rows": 0,
+        "firestore memory session markers": 0,
+        "firestore dead letters": 1,
+    }
     receipt = erase(stores, clean_firestore, bigquery_client, session_id="mine-1")
     assert receipt.counts["bigquery call_events rows"] == 2
     assert sessions(bigquery_client, stores) == ["theirs-1"]
