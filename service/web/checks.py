@@ -10,7 +10,7 @@ import flask
 
 from service.config import Settings
 from service.web.auth import TOKEN_PARAMETER, Authenticator
-from service.web.guard import HttpError
+from service.web.guard import HttpError, refused
 
 log = logging.getLogger("service")
 
@@ -49,5 +49,4 @@ def authenticate(auth: Authenticator, request: flask.Request, body: Callable[[],
     if failure is not None:
         if failure.status >= 500:
             log.error("webhook refused: " + failure.message, extra={"error": failure.error})
-        headers = {"WWW-Authenticate": "Bearer"} if failure.status == 401 else None
-        raise HttpError(failure.status, failure.error, failure.message, headers)
+        raise refused(failure)

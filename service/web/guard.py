@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import flask
 from werkzeug.wrappers import Request
 
-from service.web.auth import TOKEN_PARAMETER
+from service.web.auth import TOKEN_PARAMETER, AuthFailure
 from service.web.request_log import log_request
 
 if TYPE_CHECKING:
@@ -107,6 +107,12 @@ class HttpError(Exception):
     ):
         super().__init__(message)
         self.status, self.error, self.message, self.headers = status, error, message, headers or {}
+
+
+def refused(failure: AuthFailure) -> HttpError:
+    """An authentication failure as the answer it gets (a 401 names the scheme to use)."""
+    headers = {"WWW-Authenticate": "Bearer"} if failure.status == 401 else None
+    return HttpError(failure.status, failure.error, failure.message, headers)
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> flask.Response:
@@ -243,8 +249,7 @@ class RequestGuard:
                 "POST", request.headers, request.args.get(TOKEN_PARAMETER), b""
             )
             if failure is not None:
-                headers = {"WWW-Authenticate": "Bearer"} if failure.status == 401 else None
-                raise HttpError(failure.status, failure.error, failure.message, headers)
+                raise refused(failure)
         if not share.enter():
             # Millis retries a 503; answering at once keeps this thread free for the prefetch.
             raise _busy()
