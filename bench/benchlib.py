@@ -264,3 +264,18 @@ def rss_mib(pid: int) -> float:
 def largest_rss_mib(pid: int) -> float:
     """The largest resident set in the process tree of pid, in MiB."""
     return max(rss_mib(each) for each in process_tree(pid))
+
+
+def seed_demo_stores(env: dict[str, str]) -> None:
+    """Point this process at the emulators of `env`, create the tables and views and seed the demo
+    profiles and agents: the stack a benchmark serves the app on."""
+    import demo_data  # scripts/lib, on the path bench/run sets
+
+    os.environ.update(env)
+    from service.stores.bigquery import create_tables_and_views
+    from service.stores.bigquery import make_client as bigquery_client
+    from service.stores.firestore import make_client as firestore_client
+
+    project = env["GOOGLE_CLOUD_PROJECT"]
+    create_tables_and_views(bigquery_client(project), "millis")
+    demo_data.seed(firestore_client(project, "(default)"))

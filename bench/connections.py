@@ -105,14 +105,14 @@ class PeakRss:
     """The server's largest RSS, sampled every 0.2 s until stop()."""
 
     def __init__(self, server: Server) -> None:
-        self.server, self.peak = server, server.rss_mb()
+        self.server, self.peak = server, server.rss_mib()
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._watch, daemon=True)
         self.thread.start()
 
     def _watch(self) -> None:
         while not self.done.wait(0.2):
-            self.peak = max(self.peak, self.server.rss_mb())
+            self.peak = max(self.peak, self.server.rss_mib())
 
     def stop(self) -> float:
         self.done.set()

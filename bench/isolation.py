@@ -25,7 +25,7 @@ from collections import Counter
 from pathlib import Path
 
 import demo_data
-from benchlib import Server
+from benchlib import Server, seed_demo_stores
 from connections import HEADER, bystander, report
 from emulators import free_port, start_bigquery, start_firestore, treat_sigterm_as_ctrl_c
 
@@ -77,13 +77,7 @@ def main() -> None:
     server = None
     try:
         env = {**firestore.env, **bigquery.env, "GOOGLE_CLOUD_PROJECT": PROJECT}
-        os.environ.update(env)
-        from service.stores.bigquery import create_tables_and_views
-        from service.stores.bigquery import make_client as bigquery_client
-        from service.stores.firestore import make_client as firestore_client
-
-        create_tables_and_views(bigquery_client(PROJECT), "millis")
-        demo_data.seed(firestore_client(PROJECT, "(default)"))
+        seed_demo_stores(env)
         settings = dict(item.split("=", 1) for item in args.env)
         server = Server(
             "service/main.py",
@@ -107,7 +101,7 @@ def main() -> None:
                 loader.start()
                 time.sleep(4 if frozen else 1)
                 latencies, failures = bystander(server.port, args.seconds)
-                report(label, latencies, failures, server.rss_mb())
+                report(label, latencies, failures, server.rss_mib())
             finally:
                 if frozen:
                     os.kill(bigquery.process.pid, signal.SIGCONT)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import socket
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import demo_data
-from benchlib import Server
+from benchlib import Server, seed_demo_stores
 from connections import one_prefetch
 from emulators import free_port, start_bigquery, start_firestore, treat_sigterm_as_ctrl_c
 
@@ -95,13 +94,7 @@ def main() -> None:
     server = None
     try:
         env = {**firestore.env, **bigquery.env, "GOOGLE_CLOUD_PROJECT": PROJECT}
-        os.environ.update(env)
-        from service.stores.bigquery import create_tables_and_views
-        from service.stores.bigquery import make_client as bigquery_client
-        from service.stores.firestore import make_client as firestore_client
-
-        create_tables_and_views(bigquery_client(PROJECT), "millis")
-        demo_data.seed(firestore_client(PROJECT, "(default)"))
+        seed_demo_stores(env)
         settings = dict(item.split("=", 1) for item in args.env)
         if args.python:
             sys.executable = args.python  # benchlib.Server serves with sys.executable
